@@ -1,0 +1,32 @@
+"""The performance core behind ``synapse_sdk``: hashing, mapped reads, the upload pipeline.
+
+The compiled twin (``engine._native``) is used unless it is missing or the
+environment variable ``SYNAPSE_ENGINE=python`` asks for the pure-Python one;
+``SYNAPSE_ENGINE=native`` makes a missing extension an error instead of a
+silent fallback. Both twins give identical results.
+"""
+
+from __future__ import annotations
+
+import os
+
+_wanted = os.environ.get("SYNAPSE_ENGINE", "").strip().lower()
+if _wanted not in ("", "native", "python"):
+    raise ImportError(f"SYNAPSE_ENGINE must be 'native' or 'python', not {_wanted!r}")
+
+if _wanted == "python":
+    from engine import _pure as _impl
+else:
+    try:
+        from engine import _native as _impl
+    except ImportError:
+        if _wanted == "native":
+            raise
+        from engine import _pure as _impl
+
+NATIVE: bool = _impl.NATIVE
+Md5 = _impl.Md5
+update_pair = _impl.update_pair
+digest_windows = _impl.digest_windows
+
+__all__ = ["NATIVE", "Md5", "digest_windows", "update_pair"]

@@ -1,0 +1,123 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled hashing core: MD5 (one or two lanes) and chunk digests, GIL released.
+
+Twin of ``engine._pure``: same names, same results. This module must not do
+I/O of its own; it hashes buffers it is handed (mmap windows, usually).
+"""
+
+from libc.string cimport memcpy
+
+import xxhash
+
+cdef extern from "_md5.h" nogil:
+    ctypedef struct md5_ctx:
+        unsigned long long length
+    void md5_init(md5_ctx *c)
+    void md5_update(md5_ctx *c, const unsigned char *p, size_t n)
+    void md5_update_pair(md5_ctx *x, md5_ctx *y, const unsigned char *p, size_t n)
+    void md5_final(const md5_ctx *c, unsigned char *out)
+
+# Below this, releasing and re-taking the GIL costs more than hashing.
+cdef Py_ssize_t GIL_RELEASE_MIN = 4096
+# Slices handed to xxh3 right after MD5 saw them, while still in cache.
+cdef Py_ssize_t SLICE = 1 << 20
+
+NATIVE = True
+
+
+cdef class Md5:
+    """hashlib-compatible MD5 whose state is plain data (copyable, picklable)."""
+
+    cdef md5_ctx ctx
+    name = "md5"
+    digest_size = 16
+    block_size = 64
+
+    def __cinit__(self, data=None):
+        md5_init(&self.ctx)
+
+    def __init__(self, data=None):
+        if data is not None:
+            self.update(data)
+
+    def update(self, data) -> None:
+        cdef const unsigned char[::1] view = _bytes_view(data)
+        cdef Py_ssize_t n = view.shape[0]
+        if n == 0:
+            return
+        if n < GIL_RELEASE_MIN:
+            md5_update(&self.ctx, &view[0], n)
+        else:
+            with nogil:
+                md5_update(&self.ctx, &view[0], n)
+
+    def digest(self) -> bytes:
+        cdef unsigned char out[16]
+        md5_final(&self.ctx, out)
+        return out[:16]
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+    def copy(self) -> Md5:
+        cdef Md5 other = Md5.__new__(Md5)
+        memcpy(&other.ctx, &self.ctx, sizeof(md5_ctx))
+        return other
+
+    @property
+    def length(self) -> int:
+        """Bytes absorbed so far."""
+        return self.ctx.length
+
+    def __reduce__(self):
+        state = (<char *>&self.ctx)[:sizeof(md5_ctx)]
+        return (_restore_md5, (state,))
+
+
+def _restore_md5(bytes state) -> Md5:
+    cdef Md5 md5 = Md5.__new__(Md5)
+    if len(state) != sizeof(md5_ctx):
+        raise ValueError("MD5 state of the wrong size (from another build?)")
+    memcpy(&md5.ctx, <const char *>state, sizeof(md5_ctx))
+    return md5
+
+
+cdef object _bytes_view(object data):
+    # A typed memoryview needs a flat byte buffer; cast other formats to bytes.
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+def update_pair(Md5 running, Md5 chunk, data) -> None:
+    """Feed the same bytes to two MD5s in one interleaved pass."""
+    cdef const unsigned char[::1] view = _bytes_view(data)
+    cdef Py_ssize_t n = view.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        md5_update_pair(&running.ctx, &chunk.ctx, &view[0], n)
+
+
+def digest_windows(windows, Md5 running):
+    """Hash a chunk given as buffers: returns ``(md5, xxh3_128)`` digests.
+
+    ``running`` (the whole file's MD5) absorbs the same bytes. MD5 lanes and
+    xxh3 work slice by slice so xxh3 reads what MD5 just pulled into cache.
+    """
+    cdef Md5 chunk = Md5()
+    cdef const unsigned char[::1] view
+    cdef Py_ssize_t start, end, n
+    xxh = xxhash.xxh3_128()
+    for window in windows:
+        view = _bytes_view(window)
+        n = view.shape[0]
+        start = 0
+        while start < n:
+            end = min(start + SLICE, n)
+            with nogil:
+                md5_update_pair(&running.ctx, &chunk.ctx, &view[start], end - start)
+            xxh.update(view[start:end])
+            start = end
+    return chunk.digest(), xxh.digest()

@@ -1,0 +1,70 @@
+"""Pure-Python twin of ``engine._native``: same names, same results.
+
+Used where the extension is not built, or when ``SYNAPSE_ENGINE=python``.
+hashlib and xxhash release the GIL for large buffers, so this twin still
+overlaps hashing with sending; it only costs a second MD5 pass per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import xxhash
+
+NATIVE = False
+
+# Slices handed to xxh3 right after MD5 saw them, while still in cache.
+SLICE = 1 << 20
+
+
+class Md5:
+    """hashlib's MD5 behind the twin's interface."""
+
+    name = "md5"
+    digest_size = 16
+    block_size = 64
+
+    def __init__(self, data: bytes | memoryview | None = None) -> None:
+        self._hash = hashlib.md5()
+        self.length = 0
+        if data is not None:
+            self.update(data)
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self.length += memoryview(data).nbytes
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def copy(self) -> Md5:
+        other = Md5.__new__(Md5)
+        other._hash = self._hash.copy()
+        other.length = self.length
+        return other
+
+    def __reduce__(self):
+        raise TypeError("the pure-Python MD5 state cannot be saved (hashlib hides it)")
+
+
+def update_pair(running: Md5, chunk: Md5, data: bytes | memoryview) -> None:
+    """Feed the same bytes to two MD5s."""
+    running.update(data)
+    chunk.update(data)
+
+
+def digest_windows(windows: Iterable[memoryview], running: Md5) -> tuple[bytes, bytes]:
+    """Hash a chunk given as buffers: returns ``(md5, xxh3_128)`` digests."""
+    chunk = Md5()
+    xxh = xxhash.xxh3_128()
+    for window in windows:
+        view = memoryview(window).cast("B")
+        for start in range(0, len(view), SLICE):
+            piece = view[start : start + SLICE]
+            update_pair(running, chunk, piece)
+            xxh.update(piece)
+    return chunk.digest(), xxh.digest()

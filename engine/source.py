@@ -1,0 +1,128 @@
+"""Reading a regular file through bounded mmap windows.
+
+Memory stays flat whatever the file size: at most one window per reader is
+mapped at a time, and it is unmapped as soon as the consumer moves on. The
+kernel is told to read the next window ahead while this one is consumed.
+This module hashes and sends nothing itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import mmap
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from engine.errors import FileChangedError
+
+__all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "MappedFile"]
+
+#: Bytes mapped at once. Small enough to keep RSS flat, large enough that
+#: mapping costs nothing next to hashing and sending.
+WINDOW = 8 * 1024 * 1024
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What tells two versions of a file apart without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class ChunkDigest:
+    """Digests of bytes ``[start, end)``: their MD5 and xxh3-128."""
+
+    start: int
+    end: int
+    md5: bytes
+    xxh3_128: bytes
+
+    @property
+    def content_md5(self) -> str:
+        """RFC 1864 ``Content-MD5`` header value."""
+        return base64.b64encode(self.md5).decode("ascii")
+
+
+class MappedFile:
+    """A regular file opened for mapped, windowed reads."""
+
+    def __init__(self, path: str | os.PathLike[str], *, window: int = WINDOW) -> None:
+        if window <= 0 or window % mmap.ALLOCATIONGRANULARITY:
+            raise ValueError(f"window must be a positive multiple of {mmap.ALLOCATIONGRANULARITY}")
+        self.path = os.fspath(path)
+        self.window = window
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(self._fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise IsADirectoryError(f"not a regular file: {self.path}")
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.identity = FileIdentity.of(st)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> MappedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_unchanged(self) -> None:
+        """Raise ``FileChangedError`` if the file's size or mtime moved since it was opened."""
+        now = FileIdentity.of(os.fstat(self._fd))
+        if (now.size, now.mtime_ns) != (self.identity.size, self.identity.mtime_ns):
+            raise FileChangedError(
+                f"{self.path} changed while it was being uploaded "
+                f"(size {self.identity.size} -> {now.size}); nothing was finalized"
+            )
+
+    def windows(self, start: int, end: int) -> Iterator[memoryview]:
+        """Bytes ``[start, end)`` as successive memoryviews, each valid until the next is taken."""
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"range {start}-{end} is outside the {self.size}-byte file {self.path}")
+        pos = start
+        while pos < end:
+            # A mapping past the end of a file that shrank would fault with
+            # SIGBUS when touched: check before every window.
+            self.check_unchanged()
+            base = pos - pos % mmap.ALLOCATIONGRANULARITY
+            length = min(self.window, end - pos)
+            mapped = mmap.mmap(
+                self._fd, pos - base + length, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
+            )
+            ahead = pos + length
+            if ahead < end and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(self._fd, ahead, min(self.window, end - ahead), os.POSIX_FADV_WILLNEED)
+            view = memoryview(mapped)[pos - base : pos - base + length]
+            try:
+                yield view
+            finally:
+                view.release()
+                # If the consumer kept a view, the mapping goes with its last reference.
+                with contextlib.suppress(BufferError):
+                    mapped.close()
+            pos += length

@@ -1,0 +1,125 @@
+"""One pooled, thread-safe HTTP transport per client, on urllib3.
+
+It sends requests and returns answers; it maps network failures to the
+``ClientError`` hierarchy but leaves HTTP statuses to the caller, which knows
+which 400s are protocol signals (``expected_offset``) rather than errors.
+It does not retry: retry policy belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from engine.errors import (
+    ClientConnectionError,
+    ClientResponseIncompleteError,
+    ClientTimeoutError,
+    error_for_status,
+)
+
+__all__ = ["Response", "Transport"]
+
+#: Requests that change state: when their answer is lost, the server may have acted.
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer, fully read."""
+
+    status: int
+    data: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+    @property
+    def detail(self) -> Any:
+        """The parsed JSON body when there is one, else the text."""
+        try:
+            return self.json()
+        except ValueError:
+            return self.data.decode("utf-8", "replace")
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.headers.get("Retry-After")
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None  # an HTTP date: let the backoff decide
+
+    def raise_for_status(self) -> Response:
+        if self.status >= 400:
+            raise error_for_status(self.status, self.detail, self.retry_after)
+        return self
+
+
+class Transport:
+    """A urllib3 pool shared by every thread of one client."""
+
+    def __init__(
+        self,
+        *,
+        timeout: tuple[float, float] = (5.0, 15.0),
+        pool_size: int = 16,
+        verify: bool | str = True,
+    ) -> None:
+        self.timeout = timeout
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+        if isinstance(verify, str):
+            tls["ca_certs"] = verify
+        # block=False: a burst of threads opens extra connections instead of waiting.
+        self._pool = urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, **tls)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | Iterable[bytes | memoryview] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> Response:
+        connect, read = timeout or self.timeout
+        try:
+            answer = self._pool.request(
+                method,
+                url,
+                body=body,
+                headers=dict(headers or {}),
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                retries=False,
+                redirect=False,
+            )
+        except ConnectTimeoutError as error:
+            raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
+        except ReadTimeoutError as error:
+            if method in _MUTATING:
+                raise ClientResponseIncompleteError(f"{method} {url}: no answer within {read}s") from error
+            raise ClientTimeoutError(f"{method} {url}: no answer within {read}s") from error
+        except NewConnectionError as error:
+            raise ClientConnectionError(f"cannot connect to {url}: {error}") from error
+        except SSLError as error:
+            raise ClientConnectionError(f"TLS failed for {url}: {error}") from error
+        except HTTPError as error:
+            if method in _MUTATING:
+                raise ClientResponseIncompleteError(f"{method} {url}: connection broke: {error}") from error
+            raise ClientConnectionError(f"{method} {url}: connection broke: {error}") from error
+        return Response(answer.status, answer.data, answer.headers)
+
+    def close(self) -> None:
+        self._pool.clear()

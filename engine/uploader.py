@@ -1,0 +1,346 @@
+"""Pipelined chunked upload of one file: hash chunk N+1 while chunk N is on the wire.
+
+``ChunkedUploader`` runs the protocol machine (``engine.protocol``) against a
+``Transport``: it sends what the machine asks for, retries what the policy
+allows, and feeds every answer back. ``ChunkHasher`` computes, on a worker
+thread, each chunk's MD5 and xxh3-128 together with the whole file's running
+MD5, one chunk ahead of the sender. Bytes travel as mmap windows from the page
+cache to the hasher and to the socket; no chunk is ever copied into ``bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlencode
+
+import engine
+from engine import Md5
+from engine.errors import (
+    ClientError,
+    ClientResponseIncompleteError,
+    ClientTimeoutError,
+    FileChangedError,
+    ProtocolError,
+    UploadIntegrityError,
+    ValidationError,
+)
+from engine.multipart import MultipartBody
+from engine.plan import DEFAULT_CHUNK_SIZE, Chunk, chunk_at
+from engine.protocol import CheckState, ChunkedUploadProtocol, Done, Finalize, PutChunk, SendWhole
+from engine.retry import RetryPolicy
+from engine.source import ChunkDigest, MappedFile
+from engine.transport import Response, Transport
+
+__all__ = ["ChunkHasher", "ChunkedUploader"]
+
+ProgressCallback = Callable[[int, int], None]
+
+#: How often one chunk is re-sent after the server found its Content-MD5 wrong.
+CHUNK_CHECKSUM_RETRIES = 2
+
+
+class ChunkHasher:
+    """Digests chunks one ahead of the sender, and tracks the whole file's MD5.
+
+    The whole-file MD5 is kept as snapshots at chunk boundaries, so a server
+    that re-aligns the upload to an earlier offset costs no re-hash from zero.
+    """
+
+    def __init__(self, source: MappedFile, twin: ModuleType = engine) -> None:
+        self._source = source
+        self._twin = twin
+        self._lock = threading.Lock()
+        self._states: dict[int, Md5] = {0: twin.Md5()}
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-hasher")
+        self._ahead: tuple[Chunk, Future[ChunkDigest]] | None = None
+
+    def digest(self, chunk: Chunk, *, chunk_size: int) -> ChunkDigest:
+        """The digests of ``chunk``; starts hashing the chunk after it."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == chunk:
+            digest = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+                _wait_quietly(ahead[1])
+            digest = self._executor.submit(self._hash, chunk).result()
+        if chunk.end < chunk.total:
+            following = chunk_at(chunk.end, chunk.total, chunk_size)
+            self._ahead = (following, self._executor.submit(self._hash, following))
+        return digest
+
+    def rehash(self, chunk: Chunk) -> ChunkDigest:
+        """Hash ``chunk`` again from disk, e.g. after the server saw other bytes."""
+        return self._executor.submit(self._hash, chunk).result()
+
+    def md5_at(self, offset: int) -> Md5:
+        """The whole file's MD5 state over bytes ``[0, offset)``."""
+        with self._lock:
+            known = max(k for k in self._states if k <= offset)
+            running = self._states[known].copy()
+        if known < offset:
+            for window in self._source.windows(known, offset):
+                running.update(window)
+            with self._lock:
+                self._states[offset] = running.copy()
+        return running
+
+    def forget_below(self, offset: int) -> None:
+        """Drop snapshots the server can no longer ask us to return to."""
+        with self._lock:
+            keep = max(k for k in self._states if k <= offset)
+            for k in [k for k in self._states if k < keep]:
+                del self._states[k]
+
+    def _hash(self, chunk: Chunk) -> ChunkDigest:
+        running = self.md5_at(chunk.start)
+        md5, xxh3 = self._twin.digest_windows(self._source.windows(chunk.start, chunk.end), running)
+        digest = ChunkDigest(chunk.start, chunk.end, md5, xxh3)
+        with self._lock:
+            self._states[chunk.end] = running
+        return digest
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+        self._executor.shutdown(wait=True)
+
+
+def _wait_quietly(future: Future) -> None:
+    # A discarded look-ahead may have failed; only the chunk we send matters.
+    if not future.cancelled():
+        future.exception()
+
+
+class ChunkedUploader:
+    """Uploads files over one ``Transport`` to a server's ``chunked_upload/`` endpoint."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        base_url: str,
+        *,
+        headers: Callable[[], Mapping[str, str]] = dict,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        timeout: tuple[float, float] | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        twin: ModuleType = engine,
+    ) -> None:
+        chunk_at(0, 1, chunk_size)  # validates chunk_size
+        self.transport = transport
+        self.collection_url = base_url.rstrip("/") + "/chunked_upload/"
+        self.headers = headers
+        self.chunk_size = chunk_size
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.twin = twin
+
+    def upload(
+        self,
+        path: str | os.PathLike[str],
+        on_progress: ProgressCallback | None = None,
+        *,
+        url: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload one file; returns the server's final record.
+
+        With ``url`` (an upload the server already holds part of), the upload
+        continues from the server's offset instead of starting anew.
+        """
+        with MappedFile(path) as source:
+            return _Upload(self, source, on_progress, url).run()
+
+
+class _Upload:
+    """One file's conversation with the server."""
+
+    def __init__(
+        self, uploader: ChunkedUploader, source: MappedFile, on_progress: ProgressCallback | None, url: str | None
+    ):
+        self.up = uploader
+        self.source = source
+        self.on_progress = on_progress
+        self.filename = os.path.basename(source.path)
+        self.protocol = ChunkedUploadProtocol(source.size, uploader.chunk_size, url=url)
+        self.hasher = ChunkHasher(source, uploader.twin)
+        self.reported = 0
+        # Lost answers are retried by asking the server; this bounds how often in a row.
+        self.lost_answers = uploader.retry
+
+    def run(self) -> dict[str, Any]:
+        try:
+            while True:
+                action = self.protocol.next_action()
+                if isinstance(action, Done):
+                    return self._verified(action.record)
+                try:
+                    self._perform(action)
+                except ClientError as error:
+                    raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
+        finally:
+            self.hasher.close()
+
+    def _perform(self, action: PutChunk | SendWhole | Finalize | CheckState) -> None:
+        if isinstance(action, PutChunk):
+            self._put_chunk(action)
+        elif isinstance(action, Finalize):
+            md5 = self.hasher.md5_at(self.source.size).hexdigest()
+            self.source.check_unchanged()
+            answer = self._send(lambda: self._request("POST", action.url, form={"md5": md5}), lost_ok=True)
+            if answer is None:
+                self.protocol.answer_lost()
+            else:
+                self.protocol.finalized(self._record(answer))
+        elif isinstance(action, CheckState):
+            answer = self._send(lambda: self._request("GET", action.url))
+            self.protocol.state_received(self._record(answer))
+        else:
+            self._send_whole()
+
+    def _put_chunk(self, action: PutChunk) -> None:
+        chunk = action.chunk
+        digest = self.hasher.digest(chunk, chunk_size=self.up.chunk_size)
+        for attempt in range(CHUNK_CHECKSUM_RETRIES + 1):
+            answer = self._send(
+                lambda: self._request(
+                    "PUT",
+                    action.url or self.up.collection_url,
+                    body=self._chunk_body(chunk),
+                    headers={"Content-Range": chunk.content_range, "Content-MD5": digest.content_md5},
+                ),
+                lost_ok=action.url is not None,
+                signals=True,
+            )
+            if answer is None:  # the answer was lost: ask the server where it stands
+                self.protocol.answer_lost()
+                return
+            detail = answer.detail
+            if answer.status < 400:
+                self.protocol.chunk_stored(self._record(answer))
+                self.lost_answers = self.up.retry
+                self.hasher.forget_below(self.protocol.offset)
+                self._progress(self.protocol.offset)
+                return
+            if isinstance(detail, dict) and "expected_offset" in detail and action.url is not None:
+                self.protocol.offset_mismatch(detail["expected_offset"])
+                return
+            if _says(detail, "chunk checksum mismatch") and attempt < CHUNK_CHECKSUM_RETRIES:
+                # The server saw other bytes than we hashed: the wire or the file.
+                if self.hasher.rehash(chunk).md5 != digest.md5:
+                    raise FileChangedError(f"{self.source.path} changed while it was being uploaded")
+                continue
+            answer.raise_for_status()
+            raise ProtocolError(f"unexpected answer {answer.status} to a chunk: {detail!r}")
+        raise ProtocolError(f"the server rejected the checksum of bytes {chunk.start}-{chunk.end} repeatedly")
+
+    def _send_whole(self) -> None:
+        md5 = self.hasher.md5_at(0).hexdigest()
+        body = MultipartBody(
+            {"filename": self.filename, "md5": md5},
+            file_field="file",
+            file_name=self.filename,
+            file_length=0,
+            file_parts=tuple,
+        )
+        try:
+            answer = self._send(lambda: self._request("POST", self.up.collection_url, body=body))
+        except ValidationError as error:
+            # Plain drf-chunked-upload refuses empty files outright.
+            raise ValidationError(
+                error.status_code, f"the server refused {self.source.path}, an empty file: {error.detail}"
+            ) from error
+        self.protocol.finalized(self._record(answer))
+
+    def _chunk_body(self, chunk: Chunk) -> MultipartBody:
+        return MultipartBody(
+            {"filename": self.filename},
+            file_field="file",
+            file_name=self.filename,
+            file_length=chunk.length,
+            file_parts=lambda: self.source.windows(chunk.start, chunk.end),
+        )
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: MultipartBody | None = None,
+        form: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        all_headers = {**self.up.headers(), **(headers or {})}
+        payload: Any = body
+        if body is not None:
+            all_headers["Content-Type"] = body.content_type
+            all_headers["Content-Length"] = str(len(body))
+        elif form is not None:
+            payload = urlencode(form).encode("ascii")
+            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return self.up.transport.request(method, url, headers=all_headers, body=payload, timeout=self.up.timeout)
+
+    def _send(self, request: Callable[[], Response], *, lost_ok: bool = False, signals: bool = False):
+        """Send with retries. Returns the answer, or ``None`` when it was lost and ``lost_ok``.
+
+        With ``signals``, 400 answers come back to the caller: they may be
+        protocol signals (``expected_offset``, a chunk checksum mismatch).
+        """
+        policy = self.up.retry
+        while True:
+            try:
+                answer = request()
+                if not (signals and answer.status == 400):
+                    answer.raise_for_status()
+                return answer
+            except (ClientResponseIncompleteError, ClientTimeoutError) as error:
+                if lost_ok:
+                    self.lost_answers = self.lost_answers.increment(error)
+                    self.up.sleep(self.lost_answers.delay)
+                    return None
+                policy = policy.increment(error)
+            except ClientError as error:
+                policy = policy.increment(error)
+            self.up.sleep(policy.delay)
+
+    def _record(self, answer: Response) -> dict[str, Any]:
+        try:
+            record = answer.json()
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            raise ProtocolError(f"server answered {answer.status} without a JSON record: {answer.data[:200]!r}")
+        return record
+
+    def _progress(self, offset: int) -> None:
+        # Re-alignment may move the offset back; progress never does.
+        if offset > self.reported:
+            self.reported = offset
+            if self.on_progress is not None:
+                self.on_progress(offset, self.source.size)
+
+    def _verified(self, record: dict[str, Any]) -> dict[str, Any]:
+        md5 = self.hasher.md5_at(self.source.size).hexdigest()
+        checksum = record.get("checksum")
+        if isinstance(checksum, str) and checksum.lower() != md5:
+            raise UploadIntegrityError(
+                f"server stored {self.source.path} with MD5 {checksum}, the file's is {md5}"
+            ).with_upload(self.protocol.url, self.protocol.offset)
+        size = record.get("size")
+        if isinstance(size, int) and size != self.source.size:
+            raise UploadIntegrityError(
+                f"server stored {size} bytes of {self.source.path}, the file has {self.source.size}"
+            ).with_upload(self.protocol.url, self.protocol.offset)
+        self._progress(self.source.size)
+        return record
+
+
+def _says(detail: Any, message: str) -> bool:
+    return isinstance(detail, dict) and str(detail.get("detail", "")).lower() == message
