@@ -1,0 +1,1 @@
+"""Drop-in client surface of synapse-sdk around uploads, on the ``engine`` core."""

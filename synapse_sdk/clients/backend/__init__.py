@@ -1,0 +1,51 @@
+"""``BackendClient``: the Synapse backend client, with its upload mixins.
+
+Constructed exactly as synapse-sdk's: ``BackendClient(base_url, access_token,
+*, authorization_token=None, tenant=None, agent_token=None, timeout=None)``;
+``verify`` (TLS: ``True``, ``False`` or a CA bundle path) is an addition.
+"""
+
+from __future__ import annotations
+
+from synapse_sdk.clients.backend.core import CoreClientMixin
+from synapse_sdk.clients.base import BaseClient
+
+__all__ = ["BackendClient", "CoreClientMixin"]
+
+
+class BackendClient(CoreClientMixin, BaseClient):
+    """Synchronous client for the Synapse backend API; safe to share between threads."""
+
+    name = "Backend"
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str | None = None,
+        *,
+        authorization_token: str | None = None,
+        tenant: str | None = None,
+        agent_token: str | None = None,
+        timeout: dict[str, float] | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        super().__init__(base_url, timeout=timeout, verify=verify)
+        self.access_token = access_token
+        self.authorization_token = authorization_token
+        self.tenant = tenant
+        self.agent_token = agent_token
+
+    def _get_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.access_token:
+            headers["Synapse-Access-Token"] = f"Token {self.access_token}"
+        if self.authorization_token:
+            headers["Authorization"] = f"Token {self.authorization_token}"
+        if self.tenant:
+            headers["Synapse-Tenant"] = f"Token {self.tenant}"
+        if self.agent_token:
+            headers["SYNAPSE-Agent"] = f"Token {self.agent_token}"
+        return headers
+
+    def __enter__(self) -> BackendClient:
+        return self

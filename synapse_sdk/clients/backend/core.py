@@ -1,0 +1,57 @@
+"""``CoreClientMixin``: chunked upload of one file, on the ``engine`` pipeline."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.plan import DEFAULT_CHUNK_SIZE
+from engine.uploader import ChunkedUploader
+
+__all__ = ["CoreClientMixin"]
+
+
+class CoreClientMixin:
+    """Chunked upload: 50 MiB chunks, per-chunk and whole-file MD5, progress and retries."""
+
+    def create_chunked_upload(
+        self,
+        file_path: str | os.PathLike[str],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        on_progress: Callable[[int, int], None] | None = None,
+        read_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file in chunks and return the server's final record.
+
+        Each chunk carries its MD5 (``Content-MD5``) and the finalize request
+        the whole file's; the server's ``checksum``, when it returns one, is
+        compared with the file's. ``on_progress(bytes_done, total)`` is called
+        after every stored chunk. ``read_timeout`` overrides the client's read
+        timeout for this upload's requests.
+
+        Raises ``FileNotFoundError``/``IsADirectoryError``/``PermissionError``
+        for a bad path, ``ValueError`` for a bad ``chunk_size``, and
+        ``ClientError`` subclasses (carrying the upload's ``url`` and
+        ``offset``) when the server refuses or cannot be reached.
+        """
+        path = Path(file_path)
+        if not path.exists():
+            raise FileNotFoundError(f"File not found: {path}")
+        if path.is_dir():
+            raise IsADirectoryError(f"Path is a directory, not a file: {path}")
+        read = self.timeout["read"] if read_timeout is None else read_timeout
+        uploader = ChunkedUploader(
+            self.transport,
+            self.base_url,
+            headers=self._get_headers,
+            chunk_size=chunk_size,
+            timeout=(self.timeout["connect"], read),
+        )
+        return uploader.upload(path, on_progress)
+
+    def get_chunked_upload(self, upload_id: str | int) -> dict[str, Any]:
+        """The state of a chunked upload (``offset``, ``completed_at``, ...)."""
+        return self._get(f"chunked_upload/{upload_id}/")

@@ -1,0 +1,154 @@
+"""``BaseClient``: base URL, auth headers, timeouts, and one pooled transport per client.
+
+Requests go through ``engine.transport.Transport`` (a thread-safe urllib3
+pool), so one client may be shared by many threads. HTTP errors become the
+``ClientError`` hierarchy with the server's ``detail``. This module knows
+nothing of uploads.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import mimetypes
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from urllib3 import encode_multipart_formdata
+
+from engine.transport import Response, Transport
+
+__all__ = ["BaseClient"]
+
+Timeout = float | tuple[float, float] | None
+
+
+def _file_field(name: str, value: Any) -> tuple[str, bytes, str]:
+    """One ``files=`` entry as (filename, content, content type), the ways requests accepts it."""
+    if isinstance(value, tuple):
+        filename, content = value[0], value[1]
+        content_type = value[2] if len(value) > 2 else None
+    elif isinstance(value, (str, os.PathLike)):
+        filename, content, content_type = Path(value).name, Path(value), None
+    else:
+        filename, content, content_type = getattr(value, "name", name), value, None
+    if isinstance(content, Path):
+        content = content.read_bytes()
+    elif hasattr(content, "read"):
+        content = content.read()
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    filename = os.path.basename(str(filename))
+    content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return filename, bytes(content), content_type
+
+
+class BaseClient:
+    """Shared plumbing of the Synapse clients."""
+
+    name: str | None = None
+    page_size: int = 100
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: dict[str, float] | None = None,
+        *,
+        verify: bool | str = True,
+        pool_size: int = 16,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = dict(timeout) if timeout is not None else {"connect": 5, "read": 15}
+        if set(self.timeout) != {"connect", "read"}:
+            raise ValueError(f"timeout must have exactly the keys 'connect' and 'read', not {sorted(self.timeout)}")
+        self.default_params: dict[str, str] = {}
+        self.transport = Transport(
+            timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
+        )
+
+    def _get_headers(self) -> dict[str, str]:
+        """Headers for every request; subclasses add authentication."""
+        return {}
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _timeout(self, timeout: Timeout) -> tuple[float, float]:
+        if timeout is None:
+            return (self.timeout["connect"], self.timeout["read"])
+        if isinstance(timeout, (int, float)):
+            return (timeout, timeout)
+        return tuple(timeout)  # type: ignore[return-value]
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Any = None,
+        files: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout = None,
+    ) -> Any:
+        """Send one request; returns the parsed JSON (or text, or ``None`` for 204)."""
+        url = self._url(path)
+        query = {**self.default_params, **(params or {})}
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query, doseq=True)
+        all_headers = {**self._get_headers(), **(headers or {})}
+        body: bytes | None = None
+        if files:
+            fields: dict[str, Any] = {}
+            for key, value in (data or {}).items():
+                fields[key] = jsonlib.dumps(value) if isinstance(value, dict) else str(value)
+            for key, value in files.items():
+                fields[key] = _file_field(key, value)
+            body, all_headers["Content-Type"] = encode_multipart_formdata(fields)
+        elif json is not None or data is not None:
+            # As synapse-sdk does: a body without files is sent as JSON.
+            body = jsonlib.dumps(json if json is not None else data).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        answer = self.transport.request(
+            method.upper(), url, headers=all_headers, body=body, timeout=self._timeout(timeout)
+        )
+        return _parsed(answer.raise_for_status())
+
+    def _get(self, path: str, **kwargs: Any) -> Any:
+        return self._request("GET", path, **kwargs)
+
+    def _post(self, path: str, **kwargs: Any) -> Any:
+        return self._request("POST", path, **kwargs)
+
+    def _put(self, path: str, **kwargs: Any) -> Any:
+        return self._request("PUT", path, **kwargs)
+
+    def _patch(self, path: str, **kwargs: Any) -> Any:
+        return self._request("PATCH", path, **kwargs)
+
+    def _delete(self, path: str, **kwargs: Any) -> Any:
+        return self._request("DELETE", path, **kwargs)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.transport.close()
+
+    def __enter__(self) -> BaseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parsed(answer: Response) -> Any:
+    if answer.status == 204:
+        return None
+    detail = answer.detail
+    return detail
