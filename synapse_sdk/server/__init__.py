@@ -1,0 +1,20 @@
+"""The reference chunked-upload server: PROTOCOL.md's ``chunked_upload/`` endpoint, standalone.
+
+It lets the upload client be tested and benchmarked with nothing else
+installed: cheroot serves a hand-written WSGI application (``app``) over
+SQLite records and files on disk (``store``), parsing bodies as they stream
+in (``multipart``). It is a test and benchmark server, not a production
+backend: it serves no files back and never deletes expired uploads.
+
+    from synapse_sdk.server import ReferenceServer
+
+    with ReferenceServer(data_dir, tokens={"secret": "alice"}) as server:
+        server.base_url  # "http://127.0.0.1:PORT"
+"""
+
+from __future__ import annotations
+
+from synapse_sdk.server.app import UploadApp
+from synapse_sdk.server.runner import ReferenceServer, run_forever
+
+__all__ = ["ReferenceServer", "UploadApp", "run_forever"]

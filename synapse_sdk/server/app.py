@@ -1,0 +1,454 @@
+"""The reference server's WSGI application: the chunked-upload protocol of PROTOCOL.md.
+
+Routing, authentication, the checks of the protocol's section 2 in their
+order, and JSON answers. Records and bytes go through ``store``; request
+bodies go through the streaming ``multipart`` parser block by block.
+
+It must never read a whole chunk into memory, never answer 500 to a malformed
+request (every bad input gets a 4xx whose ``detail`` says what was wrong), and
+never reveal another owner's upload (``404``, never ``403``).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from synapse_sdk.server.multipart import (
+    MultipartError,
+    MultipartParser,
+    PartData,
+    PartEnd,
+    PartStart,
+    boundary_from_content_type,
+    parse_options_header,
+)
+from synapse_sdk.server.store import Chunk, Owner, Store, Upload
+
+__all__ = ["BLOCK_SIZE", "HttpError", "UploadApp"]
+
+# Bytes read from the socket per step: large enough that per-block Python
+# work is noise next to hashing and writing, small enough to stay in cache.
+BLOCK_SIZE: Final = 1 << 20
+# Text fields (filename, md5) are short; bodies that are not a chunk are small.
+MAX_FIELD_BYTES: Final = 64 * 1024
+MAX_FIELDS: Final = 64
+MAX_FORM_BYTES: Final = 1 << 20
+
+_ROUTE: Final = re.compile(r"/chunked_upload(?:/([^/]+))?/?")
+# 18 digits keep every number inside SQLite's 64-bit integers.
+_UPLOAD_ID: Final = re.compile(r"[0-9]{1,18}")
+_CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
+_HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
+
+Header = tuple[str, str]
+StartResponse = Callable[[str, list[Header]], Any]
+
+
+class HttpError(Exception):
+    """An answer other than 200: ``status``, a JSON body with ``detail`` (and extras)."""
+
+    def __init__(self, status: int, detail: str, headers: Iterable[Header] = (), **extra: object) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body: dict[str, object] = {"detail": detail, **extra}
+        self.headers = list(headers)
+
+
+class _Body:
+    """The request body, read once, block by block, never past its length."""
+
+    def __init__(self, environ: Mapping[str, Any], block_size: int) -> None:
+        self._stream = environ["wsgi.input"]
+        self._block_size = block_size
+        self._buffer: bytearray | None = None
+        if environ.get("wsgi.input_terminated"):
+            self._remaining: int | None = None  # the server ends the stream (chunked encoding)
+        else:
+            length = environ.get("CONTENT_LENGTH") or "0"
+            self._remaining = int(length) if length.isdigit() else 0
+
+    def blocks(self) -> Iterator[tuple[bytes | bytearray, int]]:
+        """``(data, count)`` pairs: ``data[:count]`` is the next block, valid until the next one."""
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None and self._buffer is None:
+            self._buffer = bytearray(self._block_size)
+        while self._remaining is None or self._remaining > 0:
+            want = self._block_size if self._remaining is None else min(self._block_size, self._remaining)
+            if self._buffer is not None:
+                # Refill one buffer instead of allocating a block per read.
+                data: bytes | bytearray = self._buffer
+                count = readinto(memoryview(self._buffer)[:want]) or 0
+            else:
+                data = self._stream.read(want)
+                count = len(data)
+            if not count:
+                self._remaining = 0
+                return
+            if self._remaining is not None:
+                self._remaining -= count
+            yield data, count
+
+    def drain(self) -> None:
+        """Read and drop what is left, so the client (still sending) gets the answer."""
+        try:
+            for _ in self.blocks():
+                pass
+        except OSError:
+            pass  # the client is gone; there is nothing left to read for
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    environ: Mapping[str, Any]
+    body: _Body
+    owner: Owner
+    upload_id: int | None
+
+
+@dataclass(slots=True)
+class _Form:
+    fields: dict[str, str] = field(default_factory=dict)
+    file: PartStart | None = None
+
+
+class UploadApp:
+    """WSGI application serving ``/chunked_upload/`` from ``store``.
+
+    ``tokens`` maps access tokens to user names; ``max_upload_size`` caps a
+    file's ``total`` in bytes (None: no cap).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        tokens: Mapping[str, str],
+        max_upload_size: int | None = None,
+        block_size: int = BLOCK_SIZE,
+    ) -> None:
+        self._store = store
+        self._tokens = dict(tokens)
+        self._max_upload_size = max_upload_size
+        self._block_size = block_size
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        body = _Body(environ, self._block_size)
+        headers: list[Header] = []
+        try:
+            status, payload = self._dispatch(environ, body)
+        except HttpError as error:
+            status, payload, headers = error.status, error.body, error.headers
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The chunk was truncated away on the way out; the client may retry later.
+            status, payload = 507, {"detail": "storage full"}
+        # Answer only once the body is read: a client still sending would see a
+        # reset instead of the answer. cheroot would drain it too, but in one
+        # read of the whole remainder, i.e. a whole chunk in memory.
+        body.drain()
+        data = json.dumps(payload).encode()
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
+        )
+        return [data]
+
+    def _dispatch(self, environ: Mapping[str, Any], body: _Body) -> tuple[int, dict[str, object]]:
+        owner = self._authenticate(environ)
+        route = _ROUTE.fullmatch(environ.get("PATH_INFO", ""))
+        if route is None:
+            raise HttpError(404, "Not found.")
+        raw_id = route.group(1)
+        if raw_id is None:
+            handlers = {"PUT": self._create, "POST": self._upload_whole}
+        else:
+            handlers = {"GET": self._state, "PUT": self._append, "POST": self._finalize}
+        method = environ.get("REQUEST_METHOD", "GET")
+        handler = handlers.get(method)
+        if handler is None:
+            raise HttpError(405, f'Method "{method}" not allowed.', [("Allow", ", ".join(handlers))])
+        if raw_id is not None and not _UPLOAD_ID.fullmatch(raw_id):
+            raise HttpError(404, "Not found.")
+        return handler(_Request(environ, body, owner, None if raw_id is None else int(raw_id)))
+
+    def _authenticate(self, environ: Mapping[str, Any]) -> Owner:
+        challenge = [("WWW-Authenticate", "Token")]
+        # The first token header present decides; a bad primary token is not
+        # rescued by a legacy one.
+        for header in ("HTTP_SYNAPSE_ACCESS_TOKEN", "HTTP_AUTHORIZATION"):
+            value = environ.get(header)
+            if value is not None:
+                user = self._tokens.get(_token(value) or "")
+                if user is None:
+                    raise HttpError(401, "Invalid token.", challenge)
+                break
+        else:
+            raise HttpError(401, "Authentication credentials were not provided.", challenge)
+        tenant = environ.get("HTTP_SYNAPSE_TENANT")
+        if tenant is None:
+            return Owner(user)
+        code = _token(tenant)
+        if code is None:
+            raise HttpError(400, "malformed Synapse-Tenant header: expected 'Token <tenant code>'")
+        return Owner(user, code)
+
+    # -- handlers, one per route and method ---------------------------------
+
+    def _create(self, request: _Request) -> tuple[int, dict[str, object]]:
+        start, end, total = _content_range(request.environ)
+        content_md5 = _content_md5(request.environ)
+        if start != 0:
+            raise HttpError(400, f"the first chunk must start at byte 0, not {start}")
+        self._check_limit(total)
+        size = end - start + 1
+        reserved = self._store.reserve(request.owner, total)
+        upload = None
+        try:
+            with self._store.append(reserved, limit=size, verify=content_md5 is not None) as chunk:
+                form = self._receive(request, chunk)
+                _check_chunk(form, chunk, size, content_md5)
+                upload = self._store.commit(chunk, filename=_filename(form.fields.get("filename")))
+        finally:
+            if upload is None:
+                self._store.discard(reserved)
+        return 200, self._record(request, upload)
+
+    def _append(self, request: _Request) -> tuple[int, dict[str, object]]:
+        start, end, total = _content_range(request.environ)
+        content_md5 = _content_md5(request.environ)
+        upload = self._find(request)
+        with self._store.locked(upload.id):
+            upload = self._find(request)  # it may have moved while this request waited
+            if total != upload.total:
+                raise HttpError(400, f"Content-Range total {total} differs from the upload's {upload.total}")
+            self._check_limit(total)
+            _check_open(upload)
+            if start != upload.offset:
+                # The resume signal: the client re-aligns to expected_offset.
+                mismatch = {"expected_offset": upload.offset, "provided_offset": start}
+                raise HttpError(400, "Offsets do not match", **mismatch)
+            size = end - start + 1
+            with self._store.append(upload, limit=size, verify=content_md5 is not None) as chunk:
+                form = self._receive(request, chunk)
+                _check_chunk(form, chunk, size, content_md5)
+                upload = self._store.commit(chunk)
+        return 200, self._record(request, upload)
+
+    def _state(self, request: _Request) -> tuple[int, dict[str, object]]:
+        return 200, self._record(request, self._find(request))
+
+    def _finalize(self, request: _Request) -> tuple[int, dict[str, object]]:
+        md5 = _md5_field(self._read_fields(request))
+        upload = self._find(request)
+        with self._store.locked(upload.id):
+            upload = self._find(request)
+            _check_open(upload)
+            if upload.offset != upload.total:
+                raise HttpError(
+                    400,
+                    f"the upload is incomplete: {upload.offset} of {upload.total} bytes received",
+                    expected_offset=upload.offset,
+                )
+            if self._store.running_md5(upload) != md5:
+                raise HttpError(400, "checksum does not match")
+            upload = self._store.complete(upload, md5)
+        return 200, self._record(request, upload)
+
+    def _upload_whole(self, request: _Request) -> tuple[int, dict[str, object]]:
+        reserved = self._store.reserve(request.owner, 0)
+        upload = None
+        # Held so that no request can touch the upload between commit and complete.
+        with self._store.locked(reserved.id):
+            try:
+                with self._store.append(reserved, limit=self._max_upload_size, verify=False) as chunk:
+                    form = self._receive(request, chunk)
+                    if form.file is None:
+                        raise HttpError(400, "No file was submitted (the form needs a 'file' part)")
+                    self._check_limit(chunk.received)
+                    md5 = _md5_field(form.fields)
+                    if chunk.running.hexdigest() != md5:
+                        raise HttpError(400, "checksum does not match")
+                    filename = form.fields.get("filename") or form.file.filename or ""
+                    upload = self._store.commit(chunk, filename=_filename(filename), total=chunk.size)
+            finally:
+                if upload is None:
+                    self._store.discard(reserved)
+            upload = self._store.complete(upload, md5)
+        return 200, self._record(request, upload)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _find(self, request: _Request) -> Upload:
+        assert request.upload_id is not None
+        upload = self._store.get(request.upload_id, request.owner)
+        if upload is None:
+            raise HttpError(404, "Not found.")
+        return upload
+
+    def _check_limit(self, total: int) -> None:
+        if self._max_upload_size is not None and total > self._max_upload_size:
+            raise HttpError(413, f"Size of file exceeds the limit ({self._max_upload_size} bytes)")
+
+    def _receive(self, request: _Request, chunk: Chunk | None) -> _Form:
+        """Stream a multipart body: the ``file`` part into ``chunk``, text fields into the form."""
+        form = _Form()
+        name = ""
+        text: bytearray | None = None  # the text field being read, if any
+        sink: Callable[[memoryview], None] | None = None  # where the file part's bytes go
+        try:
+            parser = MultipartParser(boundary_from_content_type(request.environ.get("CONTENT_TYPE", "")))
+            for data, count in request.body.blocks():
+                for event in parser.feed(data, count):
+                    match event:
+                        case PartData(data=view):
+                            if sink is not None:
+                                sink(view)
+                            elif text is not None:
+                                if len(text) + len(view) > MAX_FIELD_BYTES:
+                                    raise HttpError(400, f"field {name!r} is over {MAX_FIELD_BYTES} bytes")
+                                text += view
+                        case PartStart(name="file"):
+                            if form.file is not None:
+                                raise HttpError(400, "the form has more than one 'file' part")
+                            form.file = event
+                            sink = None if chunk is None else chunk.write
+                        case PartStart():
+                            if len(form.fields) >= MAX_FIELDS:
+                                raise HttpError(400, f"the form has more than {MAX_FIELDS} fields")
+                            name, text = event.name, bytearray()
+                        case PartEnd():
+                            if text is not None:
+                                form.fields[name] = _decode_field(name, text)
+                            text, sink = None, None
+            parser.close()
+        except MultipartError as error:
+            raise HttpError(400, f"malformed multipart/form-data body: {error}") from None
+        return form
+
+    def _read_fields(self, request: _Request) -> dict[str, object]:
+        """The fields of a small form body: multipart, urlencoded or a JSON object."""
+        kind, _ = parse_options_header(request.environ.get("CONTENT_TYPE", ""))
+        if kind == "multipart/form-data":
+            return dict(self._receive(request, None).fields)
+        if kind not in ("", "application/x-www-form-urlencoded", "application/json"):
+            raise HttpError(415, f'Unsupported media type "{kind}" in request.')
+        raw = bytearray()
+        for data, count in request.body.blocks():
+            if len(raw) + count > MAX_FORM_BYTES:
+                raise HttpError(413, f"a form body is limited to {MAX_FORM_BYTES} bytes")
+            raw += memoryview(data)[:count]
+        if kind == "application/json":
+            try:
+                value = json.loads(raw)
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+                raise HttpError(400, "malformed JSON body") from None
+            if not isinstance(value, dict):
+                raise HttpError(400, "the JSON body must be an object")
+            return value
+        return dict(parse_qsl(_decode_field("body", raw), keep_blank_values=True))
+
+    def _record(self, request: _Request, upload: Upload) -> dict[str, object]:
+        record: dict[str, object] = {
+            "id": upload.id,
+            "url": f"{_base_url(request.environ)}/chunked_upload/{upload.id}/",
+            "offset": upload.offset,
+            "filename": upload.filename,
+            "status": upload.status,
+            "created_at": _timestamp(upload.created_at),
+            "completed_at": _timestamp(upload.completed_at),
+            "expires_at": _timestamp(upload.expires_at),
+        }
+        if upload.complete:
+            record.update(file=str(upload.path), checksum=upload.checksum, size=upload.total)
+        return record
+
+
+def _token(value: str) -> str | None:
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "token" and token else None
+
+
+def _content_range(environ: Mapping[str, Any]) -> tuple[int, int, int]:
+    match = _CONTENT_RANGE.fullmatch(environ.get("HTTP_CONTENT_RANGE", ""))
+    if match is None:
+        raise HttpError(400, "Error in request headers")
+    start, end, total = (int(group) for group in match.groups())
+    if start > end:
+        raise HttpError(400, f"Content-Range start {start} is after its end {end}")
+    if end >= total:
+        raise HttpError(400, f"Content-Range end {end} is past the file's last byte ({total - 1})")
+    return start, end, total
+
+
+def _content_md5(environ: Mapping[str, Any]) -> bytes | None:
+    value = environ.get("HTTP_CONTENT_MD5")
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(), validate=True)
+    except ValueError:  # binascii.Error, or text that is not ASCII
+        digest = b""
+    if len(digest) != 16:
+        raise HttpError(400, "malformed Content-MD5 header: expected base64 of the chunk's 16-byte MD5")
+    return digest
+
+
+def _check_chunk(form: _Form, chunk: Chunk, size: int, content_md5: bytes | None) -> None:
+    if form.file is None:
+        raise HttpError(400, "No chunk file was submitted (the form needs a 'file' part)")
+    if chunk.received != size:
+        raise HttpError(400, f"File size doesn't match headers: file size is {chunk.received}, not {size}")
+    if content_md5 is not None and chunk.chunk_md5 is not None and chunk.chunk_md5.digest() != content_md5:
+        raise HttpError(400, "chunk checksum mismatch")
+
+
+def _check_open(upload: Upload) -> None:
+    if upload.expired(datetime.now(timezone.utc)):
+        raise HttpError(410, "Upload has expired")
+    if upload.complete:
+        raise HttpError(400, 'Upload has already been marked as "complete"')
+
+
+def _filename(value: str | None) -> str:
+    if value is None:
+        raise HttpError(400, "the form needs a 'filename' field (the file's base name)")
+    if len(value) > 255:
+        raise HttpError(400, "filename is longer than 255 characters")
+    return value
+
+
+def _md5_field(fields: Mapping[str, object]) -> str:
+    value = fields.get("md5")
+    if value is None or value == "":
+        raise HttpError(400, "Checksum of type 'md5' is required")
+    if not isinstance(value, str) or not _HEX_MD5.fullmatch(value):
+        raise HttpError(400, "md5 must be the file's MD5 as 32 hexadecimal digits")
+    return value.lower()
+
+
+def _decode_field(name: str, raw: bytes | bytearray) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, f"{name!r} is not UTF-8 text") from None
+
+
+def _base_url(environ: Mapping[str, Any]) -> str:
+    host = environ.get("HTTP_HOST") or f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}"
+    return f"{environ['wsgi.url_scheme']}://{host}{environ.get('SCRIPT_NAME', '')}"
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,384 @@
+"""Upload records in SQLite and upload bytes on disk, for the reference server.
+
+``data_dir/uploads.sqlite3`` holds one row per upload; ``data_dir/uploads/<id>.part``
+holds an upload's bytes while it is open, ``<id>.done`` once it is complete.
+Each open upload's running whole-file MD5 is kept in memory so finalizing
+never re-reads the file (after a restart it is rebuilt once from the file).
+
+This module knows nothing of HTTP: it takes and gives plain values and the
+application decides the answers. It must never hold a chunk in memory: bytes
+go from the caller's buffers straight to the file and the hashers.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import engine
+
+__all__ = ["COMPLETE", "UPLOADING", "Chunk", "Owner", "Store", "Upload"]
+
+UPLOADING: Final = 1
+COMPLETE: Final = 2
+# A create whose first chunk is still streaming: the row reserves the id but
+# stays invisible until the chunk is accepted, so a failed create leaves nothing.
+_CREATING: Final = 0
+
+_READ_BLOCK: Final = 1 << 20
+# Below this a write is cheaper done here than handed to another thread.
+_OVERLAP_MIN: Final = 256 * 1024
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    checksum TEXT
+)
+"""
+_COLUMNS: Final = "id, user, tenant, filename, offset, total, status, created_at, completed_at, checksum"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who an upload belongs to: a user within a tenant (``""`` when none is named)."""
+
+    user: str
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One upload's record, as stored when it was read."""
+
+    id: int
+    owner: Owner
+    filename: str
+    offset: int
+    total: int
+    status: int
+    created_at: datetime
+    completed_at: datetime | None
+    expires_at: datetime
+    checksum: str | None
+    path: Path
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    def expired(self, now: datetime) -> bool:
+        """Open past its expiry time (a complete upload never expires)."""
+        return self.status == UPLOADING and now >= self.expires_at
+
+
+@dataclass(slots=True)
+class _Live:
+    # Serializes requests on one upload and holds its running MD5 between them.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    md5: engine.Md5 | None = None
+
+
+class Chunk:
+    """One chunk being written at an upload's offset and hashed as it passes.
+
+    Bytes past ``limit`` are counted in ``received`` but neither written nor
+    hashed, so an oversized part cannot grow the file. Leaving the ``with``
+    block without ``Store.commit`` (an error, a bad checksum) truncates the
+    file back to where the chunk started; the upload's running MD5 is only
+    replaced on commit, so it needs no restoring.
+    """
+
+    def __init__(
+        self,
+        upload: Upload,
+        running: engine.Md5,
+        limit: int | None,
+        verify: bool,
+        fresh: bool,
+        pool: Executor,
+    ) -> None:
+        self.upload = upload
+        self.limit = limit
+        self.received = 0
+        # Hashed on a copy: the upload's own MD5 stays as it was until commit.
+        self.running = running.copy()
+        self.chunk_md5 = engine.Md5() if verify else None
+        self.committed = False
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        self._fd = os.open(upload.path, flags, 0o644)
+        self._pool = pool
+
+    def write(self, view: memoryview) -> None:
+        """Append ``view`` (the part's next bytes) to the file and the hashes."""
+        start = self.received
+        self.received += len(view)
+        if self.limit is not None and self.received > self.limit:
+            view = view[: max(0, self.limit - start)]
+        if len(view) < _OVERLAP_MIN:
+            self._hash(view)
+            _write_at(self._fd, view, self.upload.offset + start)
+            return
+        # Filling fresh page-cache pages is as slow as hashing them, and both
+        # release the GIL: write on a pool thread while hashing here. Waiting
+        # before returning means the caller's buffer is only used during the call.
+        writing = self._pool.submit(_write_at, self._fd, view, self.upload.offset + start)
+        try:
+            self._hash(view)
+        finally:
+            writing.result()
+
+    def _hash(self, view: memoryview) -> None:
+        if self.chunk_md5 is not None:
+            engine.update_pair(self.running, self.chunk_md5, view)
+        else:
+            self.running.update(view)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the chunk that reached the file."""
+        return self.received if self.limit is None else min(self.received, self.limit)
+
+    def __enter__(self) -> Chunk:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if not self.committed:
+                os.ftruncate(self._fd, self.upload.offset)
+        finally:
+            os.close(self._fd)
+
+
+class Store:
+    """Records and files of all uploads under ``data_dir``; safe to share between threads."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        expire_after: timedelta = timedelta(days=1),
+        io_threads: int = 16,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.uploads_dir = self.data_dir / "uploads"
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        self.expire_after = expire_after
+        # One connection behind a lock: every statement is tiny next to the
+        # chunk I/O around it, so per-thread connections would buy nothing.
+        database = self.data_dir / "uploads.sqlite3"
+        self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+        self._db_lock = threading.Lock()
+        self._live: dict[int, _Live] = {}
+        self._live_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
+        with self._db_lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # A finalize answered 200 must survive a power cut.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        self._reconcile()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+        with self._db_lock:
+            self._db.close()
+
+    def reserve(self, owner: Owner, total: int) -> Upload:
+        """A new, still invisible upload for a create; ``commit`` publishes it."""
+        now = _now()
+        with self._db_lock:
+            cursor = self._db.execute(
+                "INSERT INTO uploads (user, tenant, filename, offset, total, status, created_at)"
+                " VALUES (?, ?, '', 0, ?, ?, ?)",
+                (owner.user, owner.tenant, total, _CREATING, now.isoformat()),
+            )
+            upload_id = cursor.lastrowid
+        assert upload_id is not None
+        row = (upload_id, owner.user, owner.tenant, "", 0, total, _CREATING, now.isoformat(), None, None)
+        return self._upload(row)
+
+    def get(self, upload_id: int, owner: Owner) -> Upload | None:
+        """The upload if it exists and belongs to ``owner``, else None."""
+        with self._db_lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM uploads WHERE id = ? AND user = ? AND tenant = ? AND status > ?",
+                (upload_id, owner.user, owner.tenant, _CREATING),
+            ).fetchone()
+        return None if row is None else self._upload(row)
+
+    @contextmanager
+    def locked(self, upload_id: int) -> Iterator[None]:
+        """Hold the upload's lock: its chunks and finalize run one at a time.
+
+        Callers re-read the record inside, since another request may have
+        changed it while this one waited.
+        """
+        with self._live_lock:
+            live = self._live.setdefault(upload_id, _Live())
+        with live.lock:
+            yield
+
+    def append(self, upload: Upload, limit: int | None, verify: bool) -> Chunk:
+        """Start writing a chunk at ``upload.offset`` (hold ``locked`` for a visible upload)."""
+        fresh = upload.status == _CREATING
+        running = engine.Md5() if fresh else self._running(upload)
+        return Chunk(upload, running, limit, verify, fresh, self._pool)
+
+    def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
+        """Accept the chunk: advance the offset and keep its running MD5.
+
+        ``filename`` and ``total`` are set for a create (``total`` when only
+        the received size tells it); committing publishes a reserved upload.
+        """
+        upload = chunk.upload
+        offset = upload.offset + chunk.size
+        with self._db_lock:
+            self._db.execute(
+                "UPDATE uploads SET offset = ?, status = ?, filename = COALESCE(?, filename),"
+                " total = COALESCE(?, total) WHERE id = ?",
+                (offset, UPLOADING, filename, total, upload.id),
+            )
+        chunk.committed = True
+        with self._live_lock:
+            self._live.setdefault(upload.id, _Live()).md5 = chunk.running
+        return self._reload(upload.id)
+
+    def discard(self, upload: Upload) -> None:
+        """Forget a reserved upload whose create failed, file and all."""
+        with self._db_lock:
+            self._db.execute("DELETE FROM uploads WHERE id = ? AND status = ?", (upload.id, _CREATING))
+        upload.path.unlink(missing_ok=True)
+        with self._live_lock:
+            self._live.pop(upload.id, None)
+
+    def running_md5(self, upload: Upload) -> str:
+        """Hex MD5 of the bytes stored so far (hold ``locked``)."""
+        return self._running(upload).hexdigest()
+
+    def complete(self, upload: Upload, checksum: str) -> Upload:
+        """Make the upload durable and mark it complete (hold ``locked``)."""
+        fd = os.open(upload.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Renamed before the record changes: a crash in between leaves an open
+        # upload with a .done file, which _reconcile renames back.
+        os.rename(upload.path, self._path(upload.id, COMPLETE))
+        _fsync_dir(self.uploads_dir)
+        with self._db_lock:
+            self._db.execute(
+                "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
+                (COMPLETE, _now().isoformat(), checksum, upload.id),
+            )
+        with self._live_lock:
+            # No request changes a complete upload, so its lock can go too.
+            self._live.pop(upload.id, None)
+        return self._reload(upload.id)
+
+    def _running(self, upload: Upload) -> engine.Md5:
+        with self._live_lock:
+            live = self._live.setdefault(upload.id, _Live())
+        if live.md5 is None:
+            live.md5 = _hash_file(upload.path, upload.offset)
+        return live.md5
+
+    def _reload(self, upload_id: int) -> Upload:
+        with self._db_lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        return self._upload(row)
+
+    def _upload(self, row: tuple) -> Upload:
+        upload_id, user, tenant, filename, offset, total, status, created, completed, checksum = row
+        created_at = datetime.fromisoformat(created)
+        return Upload(
+            id=upload_id,
+            owner=Owner(user, tenant),
+            filename=filename,
+            offset=offset,
+            total=total,
+            status=status,
+            created_at=created_at,
+            completed_at=None if completed is None else datetime.fromisoformat(completed),
+            expires_at=created_at + self.expire_after,
+            checksum=checksum,
+            path=self._path(upload_id, status),
+        )
+
+    def _path(self, upload_id: int, status: int) -> Path:
+        return self.uploads_dir / f"{upload_id}{'.done' if status == COMPLETE else '.part'}"
+
+    def _reconcile(self) -> None:
+        # Make every record agree with its file after a crash, before serving.
+        with self._db_lock:
+            reserved = self._db.execute("SELECT id FROM uploads WHERE status = ?", (_CREATING,)).fetchall()
+            self._db.execute("DELETE FROM uploads WHERE status = ?", (_CREATING,))
+            query = "SELECT id, offset FROM uploads WHERE status = ?"
+            open_uploads = self._db.execute(query, (UPLOADING,)).fetchall()
+        for (upload_id,) in reserved:
+            self._path(upload_id, UPLOADING).unlink(missing_ok=True)
+        for upload_id, offset in open_uploads:
+            part, done = self._path(upload_id, UPLOADING), self._path(upload_id, COMPLETE)
+            if not part.exists() and done.exists():
+                done.rename(part)  # a finalize died between its rename and its commit
+            with open(part, "ab") as file:
+                size = file.seek(0, os.SEEK_END)
+                if size > offset:
+                    # A torn chunk: its bytes landed but the offset never moved.
+                    file.truncate(offset)
+            if size < offset:
+                # The file lost bytes the record counted (a power cut before the
+                # page cache was flushed); the client resumes from what is there.
+                with self._db_lock:
+                    self._db.execute("UPDATE uploads SET offset = ? WHERE id = ?", (size, upload_id))
+
+
+def _write_at(fd: int, view: memoryview, position: int) -> None:
+    while view:
+        count = os.pwrite(fd, view, position)
+        view = view[count:]
+        position += count
+
+
+def _hash_file(path: Path, length: int) -> engine.Md5:
+    md5 = engine.Md5()
+    buffer = bytearray(_READ_BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as file:
+        while length > 0:
+            count = file.readinto(view[: min(length, _READ_BLOCK)])
+            if not count:
+                break
+            md5.update(view[:count])
+            length -= count
+    return md5
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
