@@ -62,9 +62,7 @@ class DrfServer:
         self.stop()
 
 
-def _shutdown(
-    process: subprocess.Popen[str], reader: threading.Thread, stderr_file: IO[str]
-) -> None:
+def _shutdown(process: subprocess.Popen[str], reader: threading.Thread, stderr_file: IO[str]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -123,9 +121,7 @@ def start_drf_server(
     env = dict(os.environ)
     # ``tests.drf_server`` must import from the repository root whatever the
     # caller's cwd and sys.path are.
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
-    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     # The server's warnings are not the test process's business.
     env.pop("PYTHONWARNINGS", None)
@@ -167,9 +163,5 @@ def start_drf_server(
         raise fail(f"did not print READY within {timeout:g} s") from None
     parts = (line or "").split()
     if len(parts) != 3 or parts[0] != "READY":
-        raise fail(
-            "died before becoming ready"
-            if line is None
-            else f"printed {line!r} instead of READY"
-        )
+        raise fail("died before becoming ready" if line is None else f"printed {line!r} instead of READY")
     return DrfServer(process, parts[1], parts[2], stderr_path, stderr_file, reader)

@@ -39,9 +39,7 @@ def session(server: DrfServer) -> Iterator[requests.Session]:
         yield s
 
 
-def _put_chunk(
-    session: requests.Session, url: str, data: bytes, start: int, total: int
-) -> requests.Response:
+def _put_chunk(session: requests.Session, url: str, data: bytes, start: int, total: int) -> requests.Response:
     return session.put(
         url,
         headers={"Content-Range": f"bytes {start}-{start + len(data) - 1}/{total}"},
@@ -64,16 +62,12 @@ def test_requires_authentication(server: DrfServer) -> None:
     assert response.status_code == 200
 
 
-def test_chunked_upload_round_trip(
-    server: DrfServer, session: requests.Session
-) -> None:
+def test_chunked_upload_round_trip(server: DrfServer, session: requests.Session) -> None:
     payload = os.urandom(3 * 64 * 1024 + 123)
     chunks = [payload[:65536], payload[65536:131072], payload[131072:]]
     total = len(payload)
 
-    first = _put_chunk(
-        session, f"{server.base_url}/chunked_upload/", chunks[0], 0, total
-    )
+    first = _put_chunk(session, f"{server.base_url}/chunked_upload/", chunks[0], 0, total)
     assert first.status_code == 200, first.text
     record = first.json()
     uuid.UUID(record["id"])
@@ -114,12 +108,8 @@ def test_chunked_upload_round_trip(
     assert final["completed_at"]
 
 
-def test_other_users_upload_is_not_found(
-    server: DrfServer, session: requests.Session
-) -> None:
-    created = _put_chunk(
-        session, f"{server.base_url}/chunked_upload/", b"secret", 0, 12
-    )
+def test_other_users_upload_is_not_found(server: DrfServer, session: requests.Session) -> None:
+    created = _put_chunk(session, f"{server.base_url}/chunked_upload/", b"secret", 0, 12)
     assert created.status_code == 200, created.text
     url = created.json()["url"]
 
@@ -127,9 +117,7 @@ def test_other_users_upload_is_not_found(
         other.headers["Synapse-Access-Token"] = f"Token {OTHER_TOKEN}"
         assert other.get(url, timeout=10).status_code == 404
         assert _put_chunk(other, url, b"stolen", 6, 12).status_code == 404
-        finalize = other.post(
-            url, data={"md5": hashlib.md5(b"x").hexdigest()}, timeout=10
-        )
+        finalize = other.post(url, data={"md5": hashlib.md5(b"x").hexdigest()}, timeout=10)
         assert finalize.status_code == 404
 
     # The owner still sees it, untouched by the other user.

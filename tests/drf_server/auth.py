@@ -31,7 +31,5 @@ class SynapseAccessTokenAuthentication(TokenAuthentication):
             return None
         parts = value.split()
         if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
-            raise exceptions.AuthenticationFailed(
-                "Invalid Synapse-Access-Token header: expected 'Token <key>'."
-            )
+            raise exceptions.AuthenticationFailed("Invalid Synapse-Access-Token header: expected 'Token <key>'.")
         return self.authenticate_credentials(parts[1])

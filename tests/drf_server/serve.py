@@ -32,13 +32,9 @@ def _user_token(value: str) -> tuple[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--dir", type=Path, required=True, help="state directory (db, media)"
-    )
+    parser.add_argument("--dir", type=Path, required=True, help="state directory (db, media)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument(
-        "--token", default=None, help="token of the main user (default: random)"
-    )
+    parser.add_argument("--token", default=None, help="token of the main user (default: random)")
     parser.add_argument(
         "--extra-user",
         type=_user_token,

@@ -15,9 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 try:
     SERVER_DIR = Path(os.environ["DRF_SERVER_DIR"]).resolve()
 except KeyError:
-    raise ImproperlyConfigured(
-        "DRF_SERVER_DIR must name the server's state directory"
-    ) from None
+    raise ImproperlyConfigured("DRF_SERVER_DIR must name the server's state directory") from None
 
 # Throw-away server bound to loopback: a fixed key is fine.
 SECRET_KEY = "drf-chunked-upload-test-server-not-secret"
