@@ -105,14 +105,15 @@ class Transport:
                 retries=False,
                 redirect=False,
             )
+        except NewConnectionError as error:
+            # Checked first: urllib3 makes it a subclass of ConnectTimeoutError.
+            raise ClientConnectionError(f"cannot connect to {url}: {error}") from error
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
             if method in _MUTATING:
                 raise ClientResponseIncompleteError(f"{method} {url}: no answer within {read}s") from error
             raise ClientTimeoutError(f"{method} {url}: no answer within {read}s") from error
-        except NewConnectionError as error:
-            raise ClientConnectionError(f"cannot connect to {url}: {error}") from error
         except SSLError as error:
             raise ClientConnectionError(f"TLS failed for {url}: {error}") from error
         except HTTPError as error:
