@@ -111,15 +111,13 @@ class Transport:
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
-            if method in _MUTATING:
-                raise ClientResponseIncompleteError(f"{method} {url}: no answer within {read}s") from error
-            raise ClientTimeoutError(f"{method} {url}: no answer within {read}s") from error
+            lost = ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            raise lost(f"{method} {url}: no answer within {read}s") from error
         except SSLError as error:
             raise ClientConnectionError(f"TLS failed for {url}: {error}") from error
         except HTTPError as error:
-            if method in _MUTATING:
-                raise ClientResponseIncompleteError(f"{method} {url}: connection broke: {error}") from error
-            raise ClientConnectionError(f"{method} {url}: connection broke: {error}") from error
+            lost = ClientResponseIncompleteError if method in _MUTATING else ClientConnectionError
+            raise lost(f"{method} {url}: connection broke: {error}") from error
         return Response(answer.status, answer.data, answer.headers)
 
     def close(self) -> None:
