@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from urllib3 import encode_multipart_formdata
 
+from engine.retry import RetryPolicy
 from engine.transport import Response, Transport
 
 __all__ = ["BaseClient"]
@@ -58,6 +59,7 @@ class BaseClient:
         *,
         verify: bool | str = True,
         pool_size: int = 16,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
@@ -66,6 +68,7 @@ class BaseClient:
         if set(self.timeout) != {"connect", "read"}:
             raise ValueError(f"timeout must have exactly the keys 'connect' and 'read', not {sorted(self.timeout)}")
         self.default_params: dict[str, str] = {}
+        self.retry = retry or RetryPolicy()
         self.transport = Transport(
             timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
         )

@@ -2,11 +2,13 @@
 
 Constructed exactly as synapse-sdk's: ``BackendClient(base_url, access_token,
 *, authorization_token=None, tenant=None, agent_token=None, timeout=None)``;
-``verify`` (TLS: ``True``, ``False`` or a CA bundle path) is an addition.
+``verify`` (TLS: ``True``, ``False`` or a CA bundle path) and ``retry`` (an
+``engine.retry.RetryPolicy`` for upload requests) are additions.
 """
 
 from __future__ import annotations
 
+from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.base import BaseClient
 
@@ -28,8 +30,9 @@ class BackendClient(CoreClientMixin, BaseClient):
         agent_token: str | None = None,
         timeout: dict[str, float] | None = None,
         verify: bool | str = True,
+        retry: RetryPolicy | None = None,
     ) -> None:
-        super().__init__(base_url, timeout=timeout, verify=verify)
+        super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant

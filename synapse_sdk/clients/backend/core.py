@@ -49,6 +49,7 @@ class CoreClientMixin:
             headers=self._get_headers,
             chunk_size=chunk_size,
             timeout=(self.timeout["connect"], read),
+            retry=self.retry,
         )
         return uploader.upload(path, on_progress)
 
