@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
@@ -172,6 +173,7 @@ class _Upload:
         self.protocol = ChunkedUploadProtocol(source.size, uploader.chunk_size, url=url)
         self.hasher = ChunkHasher(source, uploader.twin)
         self.reported = 0
+        self.idempotency_key = uuid.uuid4().hex
         # Lost answers are retried by asking the server; this bounds how often in a row.
         self.lost_answers = uploader.retry
 
@@ -208,13 +210,18 @@ class _Upload:
     def _put_chunk(self, action: PutChunk) -> None:
         chunk = action.chunk
         digest = self.hasher.digest(chunk, chunk_size=self.up.chunk_size)
+        headers = {"Content-Range": chunk.content_range, "Content-MD5": digest.content_md5}
+        if action.url is None:
+            # A create whose answer is lost is sent again; the key lets the
+            # server answer with the upload it already made instead of a twin.
+            headers["Idempotency-Key"] = self.idempotency_key
         for attempt in range(CHUNK_CHECKSUM_RETRIES + 1):
             answer = self._send(
                 lambda: self._request(
                     "PUT",
                     action.url or self.up.collection_url,
                     body=self._chunk_body(chunk),
-                    headers={"Content-Range": chunk.content_range, "Content-MD5": digest.content_md5},
+                    headers=headers,
                 ),
                 lost_ok=action.url is not None,
                 signals=True,
