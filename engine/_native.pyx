@@ -7,6 +7,8 @@ I/O of its own; it hashes buffers it is handed (mmap windows, usually).
 
 from libc.string cimport memcpy
 
+import sys
+
 import xxhash
 
 cdef extern from "_md5.h" nogil:
@@ -69,17 +71,24 @@ cdef class Md5:
         """Bytes absorbed so far."""
         return self.ctx.length
 
+    def state(self) -> bytes:
+        """The MD5 state as bytes, to continue later with ``Md5.from_state``."""
+        return STATE_TAG + (<char *>&self.ctx)[:sizeof(md5_ctx)]
+
+    @staticmethod
+    def from_state(state: bytes) -> Md5:
+        cdef Md5 md5 = Md5.__new__(Md5)
+        if len(state) != len(STATE_TAG) + sizeof(md5_ctx) or not state.startswith(STATE_TAG):
+            raise ValueError("not an MD5 state saved by this build of the engine")
+        memcpy(&md5.ctx, <const char *>state + len(STATE_TAG), sizeof(md5_ctx))
+        return md5
+
     def __reduce__(self):
-        state = (<char *>&self.ctx)[:sizeof(md5_ctx)]
-        return (_restore_md5, (state,))
+        return (Md5.from_state, (self.state(),))
 
 
-def _restore_md5(bytes state) -> Md5:
-    cdef Md5 md5 = Md5.__new__(Md5)
-    if len(state) != sizeof(md5_ctx):
-        raise ValueError("MD5 state of the wrong size (from another build?)")
-    memcpy(&md5.ctx, <const char *>state, sizeof(md5_ctx))
-    return md5
+# Marks saved states: the layout is this build's struct, native byte order.
+STATE_TAG = b"md5-le-1:" if sys.byteorder == "little" else b"md5-be-1:"
 
 
 cdef object _bytes_view(object data):

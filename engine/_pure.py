@@ -47,6 +47,14 @@ class Md5:
         other.length = self.length
         return other
 
+    def state(self) -> None:
+        """hashlib hides its state: nothing to save (a resume re-hashes the prefix)."""
+        return None
+
+    @staticmethod
+    def from_state(state: bytes) -> Md5:
+        raise ValueError("the pure-Python engine cannot restore a saved MD5 state")
+
     def __reduce__(self):
         raise TypeError("the pure-Python MD5 state cannot be saved (hashlib hides it)")
 

@@ -10,6 +10,9 @@ cache to the hasher and to the socket; no chunk is ever copied into ``bytes``.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -27,10 +30,13 @@ from engine.errors import (
     ClientResponseIncompleteError,
     ClientTimeoutError,
     FileChangedError,
+    GoneError,
+    NotFoundError,
     ProtocolError,
     UploadIntegrityError,
     ValidationError,
 )
+from engine.journal import Journal, JournalEntry, JournalSlot
 from engine.multipart import MultipartBody
 from engine.plan import DEFAULT_CHUNK_SIZE, Chunk, chunk_at
 from engine.protocol import CheckState, ChunkedUploadProtocol, Done, Finalize, PutChunk, SendWhole
@@ -39,6 +45,8 @@ from engine.source import ChunkDigest, MappedFile
 from engine.transport import Response, Transport
 
 __all__ = ["ChunkHasher", "ChunkedUploader"]
+
+log = logging.getLogger("synapse_sdk.upload")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -83,14 +91,20 @@ class ChunkHasher:
     def md5_at(self, offset: int) -> Md5:
         """The whole file's MD5 state over bytes ``[0, offset)``."""
         with self._lock:
-            known = max(k for k in self._states if k <= offset)
-            running = self._states[known].copy()
+            known = max((k for k in self._states if k <= offset), default=0)
+            # Snapshots below the server's offset are dropped; a fresh start needs none.
+            running = self._states[known].copy() if known in self._states else self._twin.Md5()
         if known < offset:
             for window in self._source.windows(known, offset):
                 running.update(window)
             with self._lock:
                 self._states[offset] = running.copy()
         return running
+
+    def seed(self, offset: int, running: Md5) -> None:
+        """Adopt a saved MD5 state over ``[0, offset)`` (a resumed upload's)."""
+        with self._lock:
+            self._states[offset] = running
 
     def forget_below(self, offset: int) -> None:
         """Drop snapshots the server can no longer ask us to return to."""
@@ -133,6 +147,7 @@ class ChunkedUploader:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         twin: ModuleType = engine,
+        journal: Journal | None = None,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         self.transport = transport
@@ -143,6 +158,7 @@ class ChunkedUploader:
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self.twin = twin
+        self.journal = journal
 
     def upload(
         self,
@@ -154,22 +170,41 @@ class ChunkedUploader:
         """Upload one file; returns the server's final record.
 
         With ``url`` (an upload the server already holds part of), the upload
-        continues from the server's offset instead of starting anew.
+        continues from the server's offset instead of starting anew. With a
+        journal, an upload of the same file that an earlier run left
+        unfinished is resumed the same way.
         """
         with MappedFile(path) as source:
-            return _Upload(self, source, on_progress, url).run()
+            slot = None if self.journal is None else self.journal.slot(self.collection_url, source.path)
+            try:
+                return _Upload(self, source, on_progress, url, slot).run()
+            finally:
+                if slot is not None:
+                    slot.release()
 
 
 class _Upload:
     """One file's conversation with the server."""
 
     def __init__(
-        self, uploader: ChunkedUploader, source: MappedFile, on_progress: ProgressCallback | None, url: str | None
+        self,
+        uploader: ChunkedUploader,
+        source: MappedFile,
+        on_progress: ProgressCallback | None,
+        url: str | None,
+        slot: JournalSlot | None,
     ):
         self.up = uploader
         self.source = source
         self.on_progress = on_progress
         self.filename = os.path.basename(source.path)
+        self.slot = slot
+        # The journal entry being kept, and the one being resumed (until its prefix is checked).
+        self.entry: JournalEntry | None = None
+        self.resuming: JournalEntry | None = None
+        if url is None and slot is not None:
+            url = self._resumable_url(slot.load())
+        self.restarted = False
         self.protocol = ChunkedUploadProtocol(source.size, uploader.chunk_size, url=url)
         self.hasher = ChunkHasher(source, uploader.twin)
         self.reported = 0
@@ -182,9 +217,20 @@ class _Upload:
             while True:
                 action = self.protocol.next_action()
                 if isinstance(action, Done):
-                    return self._verified(action.record)
+                    record = self._verified(action.record)
+                    if self.slot is not None:
+                        self.slot.remove()
+                    return record
                 try:
                     self._perform(action)
+                except (NotFoundError, GoneError) as error:
+                    if self.resuming is not None:
+                        self._start_fresh(f"the server no longer has the upload to resume ({error})")
+                    elif isinstance(error, GoneError) and not self.restarted and self.protocol.url is not None:
+                        self.restarted = True
+                        self._start_fresh("the server expired the upload (410)")
+                    else:
+                        raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
                 except ClientError as error:
                     raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
         finally:
@@ -204,6 +250,8 @@ class _Upload:
         elif isinstance(action, CheckState):
             answer = self._send(lambda: self._request("GET", action.url))
             self.protocol.state_received(self._record(answer))
+            if self.resuming is not None:
+                self._adopt_resumed()
         else:
             self._send_whole()
 
@@ -233,6 +281,7 @@ class _Upload:
             if answer.status < 400:
                 self.protocol.chunk_stored(self._record(answer))
                 self.lost_answers = self.up.retry
+                self._journal(digest)
                 self.hasher.forget_below(self.protocol.offset)
                 self._progress(self.protocol.offset)
                 return
@@ -247,6 +296,68 @@ class _Upload:
             answer.raise_for_status()
             raise ProtocolError(f"unexpected answer {answer.status} to a chunk: {detail!r}")
         raise ProtocolError(f"the server rejected the checksum of bytes {chunk.start}-{chunk.end} repeatedly")
+
+    def _resumable_url(self, entry: JournalEntry | None) -> str | None:
+        if entry is None:
+            return None
+        if entry.identity != self.source.identity:
+            log.warning(
+                "%s changed since its upload to %s began: starting a fresh upload", self.source.path, entry.server
+            )
+            self.slot.remove()
+            return None
+        log.info("resuming the upload of %s at %s", self.source.path, entry.url)
+        self.resuming = entry
+        return entry.url
+
+    def _adopt_resumed(self) -> None:
+        """Check the bytes the server holds are still ours; take the saved MD5 state."""
+        entry, self.resuming = self.resuming, None
+        offset = self.protocol.offset
+        entry.chunks = [c for c in entry.chunks if c[1] <= offset]
+        for start, end, xxh3 in entry.chunks:
+            if self.source.xxh3_128(start, end).hex() != xxh3:
+                self._start_fresh(f"bytes {start}-{end} changed since the upload began")
+                return
+        state = entry.md5_bytes()
+        if state is not None and entry.md5_offset <= offset:
+            # A state saved by another engine build is refused: the prefix is re-hashed instead.
+            with contextlib.suppress(ValueError):
+                self.hasher.seed(entry.md5_offset, self.up.twin.Md5.from_state(state))
+        entry.offset = offset
+        self.entry = entry
+        self._progress(offset)
+
+    def _start_fresh(self, reason: str) -> None:
+        log.warning("%s: %s; starting a fresh upload", self.source.path, reason)
+        if self.slot is not None:
+            self.slot.remove()
+        self.resuming = self.entry = None
+        self.protocol = ChunkedUploadProtocol(self.source.size, self.up.chunk_size)
+        self.idempotency_key = uuid.uuid4().hex
+
+    def _journal(self, digest: ChunkDigest) -> None:
+        """Record the acknowledged offset, so a later run can resume from it."""
+        if self.slot is None:
+            return
+        offset = self.protocol.offset
+        if self.entry is None or self.entry.url != self.protocol.url:
+            self.entry = JournalEntry(
+                server=self.up.collection_url,
+                path=self.source.path,
+                identity=self.source.identity,
+                url=self.protocol.url,
+                upload_id=self.protocol.upload_id,
+                chunk_size=self.up.chunk_size,
+            )
+        entry = self.entry
+        entry.offset = offset
+        if digest.end <= offset:
+            entry.chunks.append([digest.start, digest.end, digest.xxh3_128.hex()])
+        state = self.hasher.md5_at(offset).state()
+        if state is not None:
+            entry.md5_state, entry.md5_offset = base64.b64encode(state).decode("ascii"), offset
+        self.slot.save(entry)
 
     def _send_whole(self) -> None:
         md5 = self.hasher.md5_at(0).hexdigest()

@@ -8,6 +8,15 @@ from types import ModuleType
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _journal_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Resume journals of the tests' uploads never land in the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SYNAPSE_UPLOAD_JOURNAL", str(tmp_path_factory.mktemp("journal")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(params=["native", "pure"])
 def twin(request: pytest.FixtureRequest) -> ModuleType:
     """Each engine test runs on the compiled module and on its pure-Python twin."""

@@ -2,12 +2,19 @@
 
 Constructed exactly as synapse-sdk's: ``BackendClient(base_url, access_token,
 *, authorization_token=None, tenant=None, agent_token=None, timeout=None)``;
-``verify`` (TLS: ``True``, ``False`` or a CA bundle path) and ``retry`` (an
-``engine.retry.RetryPolicy`` for upload requests) are additions.
+``verify`` (TLS: ``True``, ``False`` or a CA bundle path), ``retry`` (an
+``engine.retry.RetryPolicy`` for upload requests) and ``journal`` (where
+unfinished uploads are recorded for resuming: ``True`` for the user's cache
+folder or ``$SYNAPSE_UPLOAD_JOURNAL``, a folder, or ``False`` for none) are
+additions.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.base import BaseClient
@@ -31,8 +38,11 @@ class BackendClient(CoreClientMixin, BaseClient):
         timeout: dict[str, float] | None = None,
         verify: bool | str = True,
         retry: RetryPolicy | None = None,
+        journal: bool | str | os.PathLike[str] = True,
     ) -> None:
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
+        directory = default_journal_dir() if journal is True else Path(journal) if journal else None
+        self.journal = None if directory is None else Journal(directory)
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant

@@ -29,8 +29,10 @@ class CoreClientMixin:
         Each chunk carries its MD5 (``Content-MD5``) and the finalize request
         the whole file's; the server's ``checksum``, when it returns one, is
         compared with the file's. ``on_progress(bytes_done, total)`` is called
-        after every stored chunk. ``read_timeout`` overrides the client's read
-        timeout for this upload's requests.
+        after every stored chunk. An upload of the same file that an earlier
+        run left unfinished is resumed (see ``BackendClient(journal=...)``).
+        ``read_timeout`` overrides the client's read timeout for this upload's
+        requests.
 
         Raises ``FileNotFoundError``/``IsADirectoryError``/``PermissionError``
         for a bad path, ``ValueError`` for a bad ``chunk_size``, and
@@ -50,6 +52,7 @@ class CoreClientMixin:
             chunk_size=chunk_size,
             timeout=(self.timeout["connect"], read),
             retry=self.retry,
+            journal=self.journal,
         )
         return uploader.upload(path, on_progress)
 

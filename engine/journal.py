@@ -1,0 +1,146 @@
+"""A durable local record of uploads in progress, so a later run can resume them.
+
+One JSON entry per (server, file): the file's identity, the upload's ``url``,
+the chunk size, the offset the server acknowledged, each sent chunk's xxh3-128
+and, where the MD5 state can be saved (native engine), the whole file's MD5
+state at that offset. Entries are written atomically (temp file, fsync,
+rename, fsync of the folder), so a ``kill -9`` at any instant leaves either
+the old entry or the new one; an entry that cannot be read is treated as
+absent. A lock file keeps two processes from driving the same entry.
+This module sends nothing and reads no file contents.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.source import FileIdentity
+
+__all__ = ["Journal", "JournalEntry", "default_journal_dir"]
+
+log = logging.getLogger("synapse_sdk.upload")
+
+VERSION = 1
+_DISABLED = {"", "0", "off", "no", "false", "none"}
+
+
+def default_journal_dir() -> Path | None:
+    """``$SYNAPSE_UPLOAD_JOURNAL`` (``off`` disables), else the user's cache folder."""
+    configured = os.environ.get("SYNAPSE_UPLOAD_JOURNAL")
+    if configured is not None:
+        return None if configured.strip().lower() in _DISABLED else Path(configured).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "synapse-upload" / "journal"
+
+
+@dataclass
+class JournalEntry:
+    """Where one upload of one file stands."""
+
+    server: str
+    path: str
+    identity: FileIdentity
+    url: str
+    upload_id: Any
+    chunk_size: int
+    offset: int = 0
+    #: ``[start, end, xxh3-128 hex]`` of every chunk the server acknowledged.
+    chunks: list[list[Any]] = field(default_factory=list)
+    #: The whole file's MD5 state over ``[0, md5_offset)``, base64; None where it cannot be saved.
+    md5_state: str | None = None
+    md5_offset: int = 0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["version"] = VERSION
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JournalEntry:
+        data = json.loads(text)
+        if data.pop("version", None) != VERSION:
+            raise ValueError("journal entry of another version")
+        data["identity"] = FileIdentity(**data["identity"])
+        return cls(**data)
+
+    def md5_bytes(self) -> bytes | None:
+        return None if self.md5_state is None else base64.b64decode(self.md5_state)
+
+
+class Journal:
+    """Journal entries under one folder."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+
+    def slot(self, server: str, path: str | os.PathLike[str]) -> JournalSlot | None:
+        """The entry for ``path`` on ``server``, locked for this upload; None if another holds it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        absolute = os.path.abspath(path)
+        key = hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
+        lock = open(self.directory / f"{key}.lock", "a+b")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            log.info("%s is being uploaded to %s by another process: not journaling this upload", absolute, server)
+            return None
+        # Holding the lock, no one else writes this entry: temp files left by a
+        # writer that was killed mid-save are garbage.
+        for stale in self.directory.glob(f"{key}.tmp*"):
+            stale.unlink(missing_ok=True)
+        return JournalSlot(self.directory / f"{key}.json", lock, server, absolute)
+
+
+class JournalSlot:
+    """One locked entry: load it, save it, remove it."""
+
+    def __init__(self, path: Path, lock: Any, server: str, file_path: str) -> None:
+        self.path = path
+        self.server = server
+        self.file_path = file_path
+        self._lock = lock
+
+    def load(self) -> JournalEntry | None:
+        try:
+            return JournalEntry.from_json(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("ignoring an unreadable journal entry %s: %s", self.path, error)
+            self.remove()
+            return None
+
+    def save(self, entry: JournalEntry) -> None:
+        temporary = self.path.with_suffix(f".tmp{os.getpid()}")
+        with open(temporary, "w") as f:
+            f.write(entry.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self.path)
+        _fsync_dir(self.path.parent)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,169 @@
+"""Resuming across runs: interrupted, killed, changed files, expired uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from engine.errors import GoneError
+from engine.journal import Journal
+from engine.transport import Transport
+from engine.uploader import ChunkedUploader
+from synapse_sdk.clients.backend import BackendClient
+from tests.conftest import ALICE, make_file
+
+KIB = 1024
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Interrupted(Exception):
+    """Stands for Ctrl-C, a crash, a lost laptop lid."""
+
+
+def interrupt_after(chunks: int):
+    seen = []
+
+    def on_progress(done: int, total: int) -> None:
+        seen.append(done)
+        if len(seen) == chunks:
+            raise Interrupted(done)
+
+    return on_progress
+
+
+@pytest.fixture
+def alice(reference_server, tmp_path: Path):
+    with BackendClient(reference_server.base_url, access_token=ALICE, journal=tmp_path / "journal") as client:
+        yield client
+
+
+def stored(record: dict) -> bytes:
+    return Path(record["file"]).read_bytes()
+
+
+def test_interrupted_upload_resumes_where_the_server_stopped(alice, tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, "data.bin", 10 * 64 * KIB + 3)
+    with pytest.raises(Interrupted):
+        alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(7))
+    progress: list[int] = []
+    result = alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
+    assert progress[0] == 7 * 64 * KIB  # picked up at the server's offset, not at zero
+    assert progress[-1] == len(data) and progress == sorted(progress)
+    assert stored(result) == data and result["checksum"] == hashlib.md5(data).hexdigest()
+    assert list((tmp_path / "journal").glob("*.json")) == []  # removed after the verified finalize
+
+
+@pytest.mark.parametrize("twin_name", ["native", "pure"])
+def test_resume_with_either_twin(reference_server, tmp_path: Path, twin_name: str) -> None:
+    """A journal written by the native engine resumes under the pure one too (it re-hashes the prefix)."""
+    try:
+        twin = importlib.import_module(f"engine._{twin_name}")
+    except ImportError:
+        pytest.skip("compiled engine not built")
+    path, data = make_file(tmp_path, "data.bin", 500 * KIB)
+    journal = Journal(tmp_path / "journal")
+    first = BackendClient(reference_server.base_url, access_token=ALICE, journal=journal.directory)
+    with pytest.raises(Interrupted):
+        first.create_chunked_upload(path, chunk_size=100 * KIB, on_progress=interrupt_after(3))
+    uploader = ChunkedUploader(
+        Transport(),
+        reference_server.base_url,
+        headers=lambda: {"Synapse-Access-Token": f"Token {ALICE}"},
+        chunk_size=100 * KIB,
+        twin=twin,
+        journal=journal,
+    )
+    progress: list[int] = []
+    result = uploader.upload(path, lambda d, t: progress.append(d))
+    assert progress[0] == 300 * KIB and stored(result) == data
+
+
+def test_a_changed_file_starts_afresh_and_says_so(alice, tmp_path: Path, caplog) -> None:
+    path, _ = make_file(tmp_path, "data.bin", 300 * KIB)
+    with pytest.raises(Interrupted):
+        alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(2))
+    data = os.urandom(300 * KIB)
+    path.write_bytes(data)
+    progress: list[int] = []
+    result = alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
+    assert progress[0] == 64 * KIB and stored(result) == data
+    assert "changed since its upload" in caplog.text and "starting a fresh upload" in caplog.text
+
+
+def test_same_size_and_mtime_but_other_bytes_is_caught_by_xxh3(alice, tmp_path: Path, caplog) -> None:
+    path, data = make_file(tmp_path, "data.bin", 300 * KIB)
+    with pytest.raises(Interrupted):
+        alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(3))
+    before = path.stat()
+    changed = bytearray(data)
+    changed[70 * KIB] ^= 0xFF  # inside the second chunk, which the server already holds
+    with open(path, "r+b") as f:
+        f.write(changed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = alice.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert stored(result) == bytes(changed)
+    assert f"bytes {64 * KIB}-{128 * KIB} changed" in caplog.text
+
+
+def test_journal_can_be_turned_off(reference_server, tmp_path: Path) -> None:
+    path, _data = make_file(tmp_path, "data.bin", 300 * KIB)
+    client = BackendClient(reference_server.base_url, access_token=ALICE, journal=False)
+    with pytest.raises(Interrupted):
+        client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(3))
+    progress: list[int] = []
+    client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
+    assert progress[0] == 64 * KIB
+
+
+def test_an_expired_upload_is_restarted_once_then_reported(tmp_path: Path, caplog) -> None:
+    from synapse_sdk.server import ReferenceServer
+
+    path, _ = make_file(tmp_path, "data.bin", 300 * KIB)
+    # Uploads expire as soon as they are created: every second chunk answers 410.
+    with ReferenceServer(tmp_path / "srv", tokens={ALICE: "alice"}, expire_after=timedelta(0)) as server:
+        client = BackendClient(server.base_url, access_token=ALICE, journal=tmp_path / "journal")
+        with pytest.raises(GoneError) as raised:
+            client.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert raised.value.status_code == 410 and raised.value.url.endswith("/chunked_upload/2/")
+    assert caplog.text.count("the server expired the upload (410); starting a fresh upload") == 1
+
+
+KILL_AFTER = """
+import os, signal, sys
+from synapse_sdk.clients.backend import BackendClient
+done = []
+def progress(offset, total):
+    done.append(offset)
+    if len(done) == int(sys.argv[4]):
+        os.kill(os.getpid(), signal.SIGKILL)
+client = BackendClient(sys.argv[1], access_token=sys.argv[2], journal=sys.argv[5])
+client.create_chunked_upload(sys.argv[3], chunk_size=64 * 1024, on_progress=progress)
+"""
+
+
+def test_client_killed_mid_upload_sends_only_the_missing_bytes(reference_server, tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, "data.bin", 20 * 64 * KIB + 11)
+    journal = tmp_path / "journal"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER, reference_server.base_url, ALICE, str(path), "13", str(journal)],
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    before = reference_server.stats()["bytes_received"] if hasattr(reference_server, "stats") else None
+    client = BackendClient(reference_server.base_url, access_token=ALICE, journal=journal)
+    progress: list[int] = []
+    result = client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
+    assert stored(result) == data
+    assert progress[0] == 13 * 64 * KIB
+    if before is not None:
+        assert reference_server.stats()["bytes_received"] - before == len(data) - 13 * 64 * KIB
