@@ -21,6 +21,9 @@ import pytest
 
 GIB = 1024**3
 THROUGHPUT: dict[str, float] = {}
+#: Extra lines for the summary: name -> (seconds, note); divided by the fresh upload's time.
+RATIOS: dict[str, tuple[float, str]] = {}
+_SECONDS: dict[str, float] = {}
 
 
 def _scratch_dir() -> Path:
@@ -86,6 +89,7 @@ def clear_uploads(data_dir: Path) -> None:
 
 def record_throughput(name: str, benchmark, size: int) -> None:
     THROUGHPUT[name] = size / benchmark.stats.stats.median / 1e6
+    _SECONDS[name] = benchmark.stats.stats.median
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -97,3 +101,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for name, rate in THROUGHPUT.items():
         ratio = f"{rate / base:.2f}" if base else "-"
         terminalreporter.write_line(f"{name:<40} {rate:8.0f} {ratio:>11}")
+    fresh = _SECONDS.get("fresh upload (for resume)")
+    for name, (seconds, note) in RATIOS.items():
+        if fresh:
+            terminalreporter.write_line(f"{name}: {seconds:.2f} s / {fresh:.2f} s = {seconds / fresh:.3f} ({note})")

@@ -167,3 +167,20 @@ def test_client_killed_mid_upload_sends_only_the_missing_bytes(reference_server,
     assert progress[0] == 13 * 64 * KIB
     if before is not None:
         assert reference_server.stats()["bytes_received"] - before == len(data) - 13 * 64 * KIB
+
+
+def test_a_file_changed_during_the_upload_is_never_finalized(alice, tmp_path: Path) -> None:
+    from engine.errors import FileChangedError
+
+    path, data = make_file(tmp_path, "data.bin", 10 * 64 * KIB)
+
+    def rewrite_after_two_chunks(done: int, total: int) -> None:
+        if done == 2 * 64 * KIB:
+            with open(path, "r+b") as f:
+                f.seek(5 * 64 * KIB)
+                f.write(b"new bytes")
+
+    with pytest.raises(FileChangedError, match="changed while it was being uploaded") as raised:
+        alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=rewrite_after_two_chunks)
+    state = alice._get(raised.value.url)
+    assert state["completed_at"] is None and state["offset"] < len(data)
