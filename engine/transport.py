@@ -9,6 +9,7 @@ It does not retry: retry policy belongs to the caller.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,12 +77,14 @@ class Transport:
         *,
         timeout: tuple[float, float] = (5.0, 15.0),
         pool_size: int = 16,
-        verify: bool | str = True,
+        verify: bool | str | os.PathLike[str] = True,
     ) -> None:
         self.timeout = timeout
+        # As requests: True checks against the system's CAs, a path names a CA
+        # bundle (or a folder of them), False checks nothing.
         tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
-        if isinstance(verify, str):
-            tls["ca_certs"] = verify
+        if isinstance(verify, (str, os.PathLike)):
+            tls["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = os.fspath(verify)
         # block=False: a burst of threads opens extra connections instead of waiting.
         self._pool = urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, **tls)
 

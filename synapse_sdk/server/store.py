@@ -2,8 +2,11 @@
 
 ``data_dir/uploads.sqlite3`` holds one row per upload; ``data_dir/uploads/<id>.part``
 holds an upload's bytes while it is open, ``<id>.done`` once it is complete.
-Each open upload's running whole-file MD5 is kept in memory so finalizing
-never re-reads the file (after a restart it is rebuilt once from the file).
+Files are named by id only: a client's filename lives in SQLite and never
+reaches the file system. Each open upload's running whole-file MD5 is kept in
+memory so finalizing never re-reads the file (after a restart it is rebuilt
+once from the file). Bytes per user are counted as they are written, for the
+storage quota; ``data_dir/lock`` keeps a second process off the same data.
 
 This module knows nothing of HTTP: it takes and gives plain values and the
 application decides the answers. It must never hold a chunk in memory: bytes
@@ -12,6 +15,8 @@ go from the caller's buffers straight to the file and the hashers.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -26,7 +31,17 @@ from typing import Final
 
 import engine
 
-__all__ = ["COMPLETE", "UPLOADING", "Chunk", "Owner", "Store", "Upload"]
+__all__ = [
+    "COMPLETE",
+    "UPLOADING",
+    "Chunk",
+    "DataDirInUse",
+    "KeyInUse",
+    "Owner",
+    "QuotaExceeded",
+    "Store",
+    "Upload",
+]
 
 UPLOADING: Final = 1
 COMPLETE: Final = 2
@@ -49,10 +64,32 @@ CREATE TABLE IF NOT EXISTS uploads (
     status INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     completed_at TEXT,
-    checksum TEXT
+    checksum TEXT,
+    idempotency_key TEXT
 )
 """
+# NULLs are distinct in a SQLite unique index: uploads without a key never clash.
+_KEY_INDEX: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS uploads_idempotency_key ON uploads (user, tenant, idempotency_key)"
+)
 _COLUMNS: Final = "id, user, tenant, filename, offset, total, status, created_at, completed_at, checksum"
+# sqlite3.SQLITE_FULL, which Python names only from 3.11 on.
+_SQLITE_FULL: Final = 13
+
+
+class QuotaExceeded(OSError):
+    """A chunk would take its user past the storage quota: ``EDQUOT``, like a file system's quota."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.EDQUOT, "storage quota exceeded")
+
+
+class KeyInUse(Exception):
+    """Another create with the same idempotency key is still receiving its first chunk."""
+
+
+class DataDirInUse(OSError):
+    """Another process (a running server?) holds the data directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +150,7 @@ class Chunk:
         verify: bool,
         fresh: bool,
         pool: Executor,
+        usage: _Usage,
     ) -> None:
         self.upload = upload
         self.limit = limit
@@ -124,6 +162,7 @@ class Chunk:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd = os.open(upload.path, flags, 0o644)
         self._pool = pool
+        self._usage = usage
 
     def write(self, view: memoryview) -> None:
         """Append ``view`` (the part's next bytes) to the file and the hashes."""
@@ -131,6 +170,9 @@ class Chunk:
         self.received += len(view)
         if self.limit is not None and self.received > self.limit:
             view = view[: max(0, self.limit - start)]
+        # Counted before it is written, so concurrent chunks cannot jointly
+        # cross the quota; a refused chunk is truncated away on exit.
+        self._usage.claim(self.upload.owner.user, len(view))
         if len(view) < _OVERLAP_MIN:
             self._hash(view)
             _write_at(self._fd, view, self.upload.offset + start)
@@ -161,26 +203,94 @@ class Chunk:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._usage.received(self.received)
         try:
             if not self.committed:
+                self._usage.release(self.upload.owner.user, self.size)
                 os.ftruncate(self._fd, self.upload.offset)
         finally:
             os.close(self._fd)
 
 
+class _Usage:
+    """Bytes on disk per user (open and complete uploads, chunks in flight) and the counters of ``stats``.
+
+    Every call is O(1) under one lock: it runs once per block of a chunk.
+    """
+
+    def __init__(self, quota: int | None, used: dict[str, int]) -> None:
+        self.quota = quota
+        self._used = used
+        self._lock = threading.Lock()
+        self.bytes_received = 0
+        self.chunks_stored = 0
+        self.uploads_created = 0
+
+    def check(self, user: str, size: int) -> None:
+        """Refuse a chunk of ``size`` announced bytes up front if it cannot fit."""
+        if self.quota is not None and self._used.get(user, 0) + size > self.quota:
+            raise QuotaExceeded
+
+    def claim(self, user: str, size: int) -> None:
+        if self.quota is None:
+            return
+        with self._lock:
+            used = self._used.get(user, 0) + size
+            if used > self.quota:
+                raise QuotaExceeded
+            self._used[user] = used
+
+    def release(self, user: str, size: int) -> None:
+        if self.quota is None:
+            return
+        with self._lock:
+            self._used[user] = self._used.get(user, 0) - size
+
+    def received(self, size: int) -> None:
+        with self._lock:
+            self.bytes_received += size
+
+    def stored(self, created: bool) -> None:
+        with self._lock:
+            self.chunks_stored += 1
+            self.uploads_created += created
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "bytes_received": self.bytes_received,
+                "chunks_stored": self.chunks_stored,
+                "uploads_created": self.uploads_created,
+            }
+
+
 class Store:
-    """Records and files of all uploads under ``data_dir``; safe to share between threads."""
+    """Records and files of all uploads under ``data_dir``; safe to share between threads.
+
+    ``quota`` caps the bytes of each user's uploads, open and complete (None:
+    no cap). One process at a time may hold a data directory.
+    """
 
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
         expire_after: timedelta = timedelta(days=1),
         io_threads: int = 16,
+        quota: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.uploads_dir = self.data_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         self.expire_after = expire_after
+        # Two processes on one directory would truncate each other's chunks
+        # in _reconcile; the kernel drops the lock when its holder dies, even by SIGKILL.
+        self._lock_fd = os.open(self.data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            message = f"{self.data_dir} is in use by another process (a running server?)"
+            raise DataDirInUse(errno.EBUSY, message) from None
         # One connection behind a lock: every statement is tiny next to the
         # chunk I/O around it, so per-thread connections would buy nothing.
         database = self.data_dir / "uploads.sqlite3"
@@ -189,40 +299,72 @@ class Store:
         self._live: dict[int, _Live] = {}
         self._live_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
-        with self._db_lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+        with self._database() as db:
+            db.execute("PRAGMA journal_mode=WAL")
             # A finalize answered 200 must survive a power cut.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+            if "idempotency_key" not in columns:  # a database from before the extension
+                db.execute("ALTER TABLE uploads ADD COLUMN idempotency_key TEXT")
+            db.execute(_KEY_INDEX)
         self._reconcile()
+        with self._database() as db:
+            query = "SELECT user, SUM(offset) FROM uploads WHERE status > ? GROUP BY user"
+            used = dict(db.execute(query, (_CREATING,)).fetchall())
+        self._usage = _Usage(quota, used)
 
     def close(self) -> None:
         self._pool.shutdown()
         with self._db_lock:
             self._db.close()
+        os.close(self._lock_fd)
 
-    def reserve(self, owner: Owner, total: int) -> Upload:
-        """A new, still invisible upload for a create; ``commit`` publishes it."""
+    def reserve(self, owner: Owner, total: int, idempotency_key: str | None = None) -> Upload:
+        """A new, still invisible upload for a create; ``commit`` publishes it.
+
+        Raises ``KeyInUse`` when the owner already has an upload with ``idempotency_key``.
+        """
         now = _now()
-        with self._db_lock:
-            cursor = self._db.execute(
-                "INSERT INTO uploads (user, tenant, filename, offset, total, status, created_at)"
-                " VALUES (?, ?, '', 0, ?, ?, ?)",
-                (owner.user, owner.tenant, total, _CREATING, now.isoformat()),
-            )
-            upload_id = cursor.lastrowid
+        try:
+            with self._database() as db:
+                cursor = db.execute(
+                    "INSERT INTO uploads (user, tenant, filename, offset, total, status, created_at, idempotency_key)"
+                    " VALUES (?, ?, '', 0, ?, ?, ?, ?)",
+                    (owner.user, owner.tenant, total, _CREATING, now.isoformat(), idempotency_key),
+                )
+                upload_id = cursor.lastrowid
+        except sqlite3.IntegrityError:
+            raise KeyInUse(idempotency_key) from None
         assert upload_id is not None
         row = (upload_id, owner.user, owner.tenant, "", 0, total, _CREATING, now.isoformat(), None, None)
         return self._upload(row)
 
     def get(self, upload_id: int, owner: Owner) -> Upload | None:
         """The upload if it exists and belongs to ``owner``, else None."""
-        with self._db_lock:
-            row = self._db.execute(
+        with self._database() as db:
+            row = db.execute(
                 f"SELECT {_COLUMNS} FROM uploads WHERE id = ? AND user = ? AND tenant = ? AND status > ?",
                 (upload_id, owner.user, owner.tenant, _CREATING),
             ).fetchone()
         return None if row is None else self._upload(row)
+
+    def find_key(self, owner: Owner, idempotency_key: str) -> Upload | None:
+        """The owner's published upload created with ``idempotency_key``, else None."""
+        with self._database() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM uploads WHERE user = ? AND tenant = ? AND idempotency_key = ? AND status > ?",
+                (owner.user, owner.tenant, idempotency_key, _CREATING),
+            ).fetchone()
+        return None if row is None else self._upload(row)
+
+    def check_quota(self, owner: Owner, size: int) -> None:
+        """Raise ``QuotaExceeded`` if ``size`` more bytes would take the owner's user past the quota."""
+        self._usage.check(owner.user, size)
+
+    def stats(self) -> dict[str, int]:
+        """Since this store opened: file-part bytes received, chunks stored, uploads created."""
+        return self._usage.snapshot()
 
     @contextmanager
     def locked(self, upload_id: int) -> Iterator[None]:
@@ -240,7 +382,7 @@ class Store:
         """Start writing a chunk at ``upload.offset`` (hold ``locked`` for a visible upload)."""
         fresh = upload.status == _CREATING
         running = engine.Md5() if fresh else self._running(upload)
-        return Chunk(upload, running, limit, verify, fresh, self._pool)
+        return Chunk(upload, running, limit, verify, fresh, self._pool, self._usage)
 
     def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
         """Accept the chunk: advance the offset and keep its running MD5.
@@ -250,21 +392,22 @@ class Store:
         """
         upload = chunk.upload
         offset = upload.offset + chunk.size
-        with self._db_lock:
-            self._db.execute(
+        with self._database() as db:
+            db.execute(
                 "UPDATE uploads SET offset = ?, status = ?, filename = COALESCE(?, filename),"
                 " total = COALESCE(?, total) WHERE id = ?",
                 (offset, UPLOADING, filename, total, upload.id),
             )
         chunk.committed = True
+        self._usage.stored(created=upload.status == _CREATING)
         with self._live_lock:
             self._live.setdefault(upload.id, _Live()).md5 = chunk.running
         return self._reload(upload.id)
 
     def discard(self, upload: Upload) -> None:
         """Forget a reserved upload whose create failed, file and all."""
-        with self._db_lock:
-            self._db.execute("DELETE FROM uploads WHERE id = ? AND status = ?", (upload.id, _CREATING))
+        with self._database() as db:
+            db.execute("DELETE FROM uploads WHERE id = ? AND status = ?", (upload.id, _CREATING))
         upload.path.unlink(missing_ok=True)
         with self._live_lock:
             self._live.pop(upload.id, None)
@@ -284,8 +427,8 @@ class Store:
         # upload with a .done file, which _reconcile renames back.
         os.rename(upload.path, self._path(upload.id, COMPLETE))
         _fsync_dir(self.uploads_dir)
-        with self._db_lock:
-            self._db.execute(
+        with self._database() as db:
+            db.execute(
                 "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
                 (COMPLETE, _now().isoformat(), checksum, upload.id),
             )
@@ -293,6 +436,30 @@ class Store:
             # No request changes a complete upload, so its lock can go too.
             self._live.pop(upload.id, None)
         return self._reload(upload.id)
+
+    def cleanup_expired(self, now: datetime) -> list[Upload]:
+        """Delete the open uploads expired at ``now``, file and record; return them as they were."""
+        with self._database() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE status = ?", (UPLOADING,)).fetchall()
+        removed = []
+        for candidate in map(self._upload, rows):
+            if not candidate.expired(now):
+                continue
+            with self.locked(candidate.id):
+                # Re-read under the lock: a chunk may have landed in between.
+                upload = self.get(candidate.id, candidate.owner)
+                if upload is None or not upload.expired(now):
+                    continue
+                # File first: a crash in between leaves a record whose file
+                # _reconcile recreates empty, still expired, removed next time.
+                upload.path.unlink(missing_ok=True)
+                with self._database() as db:
+                    db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
+            with self._live_lock:
+                self._live.pop(upload.id, None)
+            self._usage.release(upload.owner.user, upload.offset)
+            removed.append(upload)
+        return removed
 
     def _running(self, upload: Upload) -> engine.Md5:
         with self._live_lock:
@@ -302,9 +469,20 @@ class Store:
         return live.md5
 
     def _reload(self, upload_id: int) -> Upload:
-        with self._db_lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        with self._database() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)).fetchone()
         return self._upload(row)
+
+    @contextmanager
+    def _database(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held alone; a full disk surfaces as ``ENOSPC``, as for a chunk."""
+        with self._db_lock:
+            try:
+                yield self._db
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+                    raise OSError(errno.ENOSPC, f"database: {error}") from error
+                raise
 
     def _upload(self, row: tuple) -> Upload:
         upload_id, user, tenant, filename, offset, total, status, created, completed, checksum = row
@@ -328,11 +506,11 @@ class Store:
 
     def _reconcile(self) -> None:
         # Make every record agree with its file after a crash, before serving.
-        with self._db_lock:
-            reserved = self._db.execute("SELECT id FROM uploads WHERE status = ?", (_CREATING,)).fetchall()
-            self._db.execute("DELETE FROM uploads WHERE status = ?", (_CREATING,))
+        with self._database() as db:
+            reserved = db.execute("SELECT id FROM uploads WHERE status = ?", (_CREATING,)).fetchall()
+            db.execute("DELETE FROM uploads WHERE status = ?", (_CREATING,))
             query = "SELECT id, offset FROM uploads WHERE status = ?"
-            open_uploads = self._db.execute(query, (UPLOADING,)).fetchall()
+            open_uploads = db.execute(query, (UPLOADING,)).fetchall()
         for (upload_id,) in reserved:
             self._path(upload_id, UPLOADING).unlink(missing_ok=True)
         for upload_id, offset in open_uploads:
@@ -347,8 +525,8 @@ class Store:
             if size < offset:
                 # The file lost bytes the record counted (a power cut before the
                 # page cache was flushed); the client resumes from what is there.
-                with self._db_lock:
-                    self._db.execute("UPDATE uploads SET offset = ? WHERE id = ?", (size, upload_id))
+                with self._database() as db:
+                    db.execute("UPDATE uploads SET offset = ? WHERE id = ?", (size, upload_id))
 
 
 def _write_at(fd: int, view: memoryview, position: int) -> None:
