@@ -1,0 +1,41 @@
+"""Fault injection for the upload tests: a real HTTP proxy that breaks requests on purpose.
+
+``tests.faults.proxy.Proxy`` sits on loopback in front of a real server and,
+request by request, either forwards faithfully or injects one fault (a torn
+request body, a lost answer, an injected error status, a stall). It is test
+tooling only: it never talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from tests.faults.proxy import (
+    CutRequest,
+    DropResponse,
+    Fault,
+    Plan,
+    Proxy,
+    ProxyStats,
+    RequestLog,
+    Stall,
+    Status,
+    cut_request,
+    drop_response,
+    stall,
+    status,
+)
+
+__all__ = [
+    "CutRequest",
+    "DropResponse",
+    "Fault",
+    "Plan",
+    "Proxy",
+    "ProxyStats",
+    "RequestLog",
+    "Stall",
+    "Status",
+    "cut_request",
+    "drop_response",
+    "stall",
+    "status",
+]
