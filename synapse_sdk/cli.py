@@ -51,11 +51,34 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="default 50MiB")
     upload.add_argument("--json", action="store_true", help="print results as JSON")
 
+    # The server's parsers, imported only when a server flag is used: importing
+    # the server (cheroot, SQLite) would slow every `upload` down.
+    def parse_rate(text: str) -> float:
+        from synapse_sdk.server.limits import parse_rate
+
+        return parse_rate(text)
+
+    def parse_duration(text: str):  # -> timedelta
+        from synapse_sdk.server.limits import parse_duration
+
+        return parse_duration(text)
+
     serve = commands.add_parser("serve", help="run the reference chunked-upload server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="0: any free port (the URL printed names it)")
     serve.add_argument("--data-dir", type=Path, default=Path("synapse-data"))
     serve.add_argument("--token", default=None, help="access token to accept (default: a random one)")
+    serve.add_argument("--max-size", type=parse_size, default=None, help="largest file, e.g. 10GiB (413 above)")
+    serve.add_argument("--quota", type=parse_size, default=None, help="bytes of all uploads per user (507 above)")
+    serve.add_argument("--rate-limit", type=parse_rate, default=None, help="requests per token, e.g. 20/s (429)")
+    serve.add_argument("--rate-burst", type=int, default=None, help="requests at once (default: one second's)")
+    serve.add_argument("--expire-after", type=parse_duration, default="1d", help="open uploads expire (410)")
+    serve.add_argument("--certfile", type=Path, default=None, help="PEM certificate: serve HTTPS")
+    serve.add_argument("--keyfile", type=Path, default=None, help="PEM private key of --certfile")
+
+    cleanup = commands.add_parser("cleanup", help="delete the reference server's expired open uploads")
+    cleanup.add_argument("--data-dir", type=Path, default=Path("synapse-data"), help="of a stopped server")
+    cleanup.add_argument("--expire-after", type=parse_duration, default="1d", help="age of an expired upload")
     return parser
 
 
@@ -120,7 +143,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from synapse_sdk.server.runner import run_forever
 
-            run_forever(args.host, args.port, args.data_dir, token=args.token)
+            if (args.certfile is None) != (args.keyfile is None):
+                raise SystemExit("synapse-upload: --certfile and --keyfile go together")
+            rate_limit = None
+            if args.rate_limit is not None:
+                rate_limit = (args.rate_limit, args.rate_burst or max(1, int(args.rate_limit)))
+            run_forever(
+                args.host,
+                args.port,
+                args.data_dir,
+                token=args.token,
+                max_upload_size=args.max_size,
+                quota=args.quota,
+                rate_limit=rate_limit,
+                expire_after=args.expire_after,
+                certfile=args.certfile,
+                keyfile=args.keyfile,
+            )
+            return 0
+        if args.command == "cleanup":
+            from synapse_sdk.server.runner import run_cleanup
+
+            run_cleanup(args.data_dir, args.expire_after)
             return 0
         return _upload(args)
     except (ClientError, OSError, ValueError) as error:

@@ -116,7 +116,9 @@ def test_unknown_routes_methods_and_ids(server: ReferenceServer, alice: Session)
     assert alice.get(server.base_url + "/elsewhere/").status_code == 404
     for garbage in ("abc", "-1", "1.5", "9" * 30):
         answer = alice.get(f"{server.base_url}/chunked_upload/{garbage}/")
-        assert answer.status_code == 404 and answer.json()["detail"]
+        assert answer.status_code == 400 and "malformed upload id" in answer.json()["detail"]
+    # A well-formed id that names no upload (of this owner) is simply not found.
+    assert alice.get(f"{server.base_url}/chunked_upload/{'9' * 18}/").status_code == 404
     answer = alice.delete(server.base_url + "/chunked_upload/1/")
     assert answer.status_code == 405 and "GET" in answer.headers["Allow"]
     assert alice.get(server.base_url + "/chunked_upload/").status_code == 405

@@ -3,8 +3,10 @@
 It lets the upload client be tested and benchmarked with nothing else
 installed: cheroot serves a hand-written WSGI application (``app``) over
 SQLite records and files on disk (``store``), parsing bodies as they stream
-in (``multipart``). It is a test and benchmark server, not a production
-backend: it serves no files back and never deletes expired uploads.
+in (``multipart``), with limits (file size, per-user quota, per-token rate),
+an idempotent create, TLS and byte counters. It is a test and benchmark
+server, not a production backend: it serves no files back, and expired
+uploads are deleted only by ``run_cleanup`` (``synapse-upload cleanup``).
 
     from synapse_sdk.server import ReferenceServer
 
@@ -15,6 +17,6 @@ backend: it serves no files back and never deletes expired uploads.
 from __future__ import annotations
 
 from synapse_sdk.server.app import UploadApp
-from synapse_sdk.server.runner import ReferenceServer, run_forever
+from synapse_sdk.server.runner import ReferenceServer, run_cleanup, run_forever
 
-__all__ = ["ReferenceServer", "UploadApp", "run_forever"]
+__all__ = ["ReferenceServer", "UploadApp", "run_cleanup", "run_forever"]

@@ -1,8 +1,10 @@
 """The reference server's WSGI application: the chunked-upload protocol of PROTOCOL.md.
 
-Routing, authentication, the checks of the protocol's section 2 in their
-order, and JSON answers. Records and bytes go through ``store``; request
-bodies go through the streaming ``multipart`` parser block by block.
+Routing, authentication, per-token rate limits, the checks of the
+protocol's section 2 in their order, the idempotent-create extension, the
+``/_stats/`` counters, and JSON answers. Records and bytes go through
+``store``; request bodies go through the streaming ``multipart`` parser block
+by block.
 
 It must never read a whole chunk into memory, never answer 500 to a malformed
 request (every bad input gets a 4xx whose ``detail`` says what was wrong), and
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
+from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.multipart import (
     MultipartError,
     MultipartParser,
@@ -39,13 +43,17 @@ __all__ = ["BLOCK_SIZE", "HttpError", "UploadApp"]
 # work is noise next to hashing and writing, small enough to stay in cache.
 BLOCK_SIZE: Final = 1 << 20
 # Text fields (filename, md5) are short; bodies that are not a chunk are small.
+# A filename may use all of it: it is only ever stored in SQLite, never on disk.
 MAX_FIELD_BYTES: Final = 64 * 1024
 MAX_FIELDS: Final = 64
 MAX_FORM_BYTES: Final = 1 << 20
 
 _ROUTE: Final = re.compile(r"/chunked_upload(?:/([^/]+))?/?")
+_STATS_ROUTE: Final = re.compile(r"/_stats/?")
 # 18 digits keep every number inside SQLite's 64-bit integers.
 _UPLOAD_ID: Final = re.compile(r"[0-9]{1,18}")
+# The extension's key is opaque to the server: any printable ASCII.
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,200}")
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 _HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -124,7 +132,8 @@ class UploadApp:
     """WSGI application serving ``/chunked_upload/`` from ``store``.
 
     ``tokens`` maps access tokens to user names; ``max_upload_size`` caps a
-    file's ``total`` in bytes (None: no cap).
+    file's ``total`` in bytes (None: no cap); ``rate_limiter`` (None: no
+    limit) is asked once per authenticated request, keyed by its token.
     """
 
     def __init__(
@@ -133,11 +142,13 @@ class UploadApp:
         tokens: Mapping[str, str],
         max_upload_size: int | None = None,
         block_size: int = BLOCK_SIZE,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._store = store
         self._tokens = dict(tokens)
         self._max_upload_size = max_upload_size
         self._block_size = block_size
+        self._rate_limiter = rate_limiter
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         body = _Body(environ, self._block_size)
@@ -147,10 +158,13 @@ class UploadApp:
         except HttpError as error:
             status, payload, headers = error.status, error.body, error.headers
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
             # The chunk was truncated away on the way out; the client may retry later.
-            status, payload = 507, {"detail": "storage full"}
+            if error.errno == errno.EDQUOT:  # the user's quota here, or the file system's
+                status, payload = 507, {"detail": "storage quota exceeded"}
+            elif error.errno == errno.ENOSPC:
+                status, payload = 507, {"detail": "storage full"}
+            else:
+                raise
         # Answer only once the body is read: a client still sending would see a
         # reset instead of the answer. cheroot would drain it too, but in one
         # read of the whole remainder, i.e. a whole chunk in memory.
@@ -164,20 +178,23 @@ class UploadApp:
 
     def _dispatch(self, environ: Mapping[str, Any], body: _Body) -> tuple[int, dict[str, object]]:
         owner = self._authenticate(environ)
-        route = _ROUTE.fullmatch(environ.get("PATH_INFO", ""))
-        if route is None:
-            raise HttpError(404, "Not found.")
-        raw_id = route.group(1)
-        if raw_id is None:
+        path = environ.get("PATH_INFO", "")
+        route = _ROUTE.fullmatch(path)
+        raw_id = None if route is None else route.group(1)
+        if route is not None and raw_id is None:
             handlers = {"PUT": self._create, "POST": self._upload_whole}
-        else:
+        elif route is not None:
             handlers = {"GET": self._state, "PUT": self._append, "POST": self._finalize}
+        elif _STATS_ROUTE.fullmatch(path):
+            handlers = {"GET": self._stats}
+        else:
+            raise HttpError(404, "Not found.")
         method = environ.get("REQUEST_METHOD", "GET")
         handler = handlers.get(method)
         if handler is None:
             raise HttpError(405, f'Method "{method}" not allowed.', [("Allow", ", ".join(handlers))])
         if raw_id is not None and not _UPLOAD_ID.fullmatch(raw_id):
-            raise HttpError(404, "Not found.")
+            raise HttpError(400, f"malformed upload id {raw_id[:40]!r}: expected a decimal number of 1 to 18 digits")
         return handler(_Request(environ, body, owner, None if raw_id is None else int(raw_id)))
 
     def _authenticate(self, environ: Mapping[str, Any]) -> Owner:
@@ -187,12 +204,19 @@ class UploadApp:
         for header in ("HTTP_SYNAPSE_ACCESS_TOKEN", "HTTP_AUTHORIZATION"):
             value = environ.get(header)
             if value is not None:
-                user = self._tokens.get(_token(value) or "")
+                token = _token(value) or ""
+                user = self._tokens.get(token)
                 if user is None:
                     raise HttpError(401, "Invalid token.", challenge)
                 break
         else:
             raise HttpError(401, "Authentication credentials were not provided.", challenge)
+        if self._rate_limiter is not None:
+            wait = self._rate_limiter.acquire(token)
+            if wait > 0:
+                retry_after = max(1, math.ceil(wait))
+                detail = f"Request was throttled. Expected available in {retry_after} seconds."
+                raise HttpError(429, detail, [("Retry-After", str(retry_after))])
         tenant = environ.get("HTTP_SYNAPSE_TENANT")
         if tenant is None:
             return Owner(user)
@@ -206,20 +230,31 @@ class UploadApp:
     def _create(self, request: _Request) -> tuple[int, dict[str, object]]:
         start, end, total = _content_range(request.environ)
         content_md5 = _content_md5(request.environ)
+        key = _idempotency_key(request.environ)
         if start != 0:
             raise HttpError(400, f"the first chunk must start at byte 0, not {start}")
         self._check_limit(total)
-        size = end - start + 1
-        reserved = self._store.reserve(request.owner, total)
-        upload = None
-        try:
-            with self._store.append(reserved, limit=size, verify=content_md5 is not None) as chunk:
-                form = self._receive(request, chunk)
-                _check_chunk(form, chunk, size, content_md5)
-                upload = self._store.commit(chunk, filename=_filename(form.fields.get("filename")))
-        finally:
-            if upload is None:
-                self._store.discard(reserved)
+        with self._store.creating(request.owner, key):
+            existing = None if key is None else self._store.find_key(request.owner, key)
+            if existing is not None:
+                # A repeated create (its first answer was lost): store nothing,
+                # answer the upload it made; the client continues from its offset.
+                if existing.total != total:
+                    detail = f"Idempotency-Key was used for an upload of {existing.total} bytes, not {total}"
+                    raise HttpError(422, detail)
+                return 200, self._record(request, existing)
+            size = end - start + 1
+            self._store.check_quota(request.owner, size)
+            reserved = self._store.reserve(request.owner, total, key)
+            upload = None
+            try:
+                with self._store.append(reserved, limit=size, verify=content_md5 is not None) as chunk:
+                    form = self._receive(request, chunk)
+                    _check_chunk(form, chunk, size, content_md5)
+                    upload = self._store.commit(chunk, filename=_filename(form.fields.get("filename")))
+            finally:
+                if upload is None:
+                    self._store.discard(reserved)
         return 200, self._record(request, upload)
 
     def _append(self, request: _Request) -> tuple[int, dict[str, object]]:
@@ -237,6 +272,7 @@ class UploadApp:
                 mismatch = {"expected_offset": upload.offset, "provided_offset": start}
                 raise HttpError(400, "Offsets do not match", **mismatch)
             size = end - start + 1
+            self._store.check_quota(upload.owner, size)
             with self._store.append(upload, limit=size, verify=content_md5 is not None) as chunk:
                 form = self._receive(request, chunk)
                 _check_chunk(form, chunk, size, content_md5)
@@ -245,6 +281,9 @@ class UploadApp:
 
     def _state(self, request: _Request) -> tuple[int, dict[str, object]]:
         return 200, self._record(request, self._find(request))
+
+    def _stats(self, request: _Request) -> tuple[int, dict[str, object]]:
+        return 200, dict(self._store.stats())
 
     def _finalize(self, request: _Request) -> tuple[int, dict[str, object]]:
         md5 = _md5_field(self._read_fields(request))
@@ -314,7 +353,7 @@ class UploadApp:
                                 sink(view)
                             elif text is not None:
                                 if len(text) + len(view) > MAX_FIELD_BYTES:
-                                    raise HttpError(400, f"field {name!r} is over {MAX_FIELD_BYTES} bytes")
+                                    raise HttpError(400, f"field {name[:80]!r} is over {MAX_FIELD_BYTES} bytes")
                                 text += view
                         case PartStart(name="file"):
                             if form.file is not None:
@@ -420,10 +459,20 @@ def _check_open(upload: Upload) -> None:
 
 
 def _filename(value: str | None) -> str:
+    # Any text is a valid name (``../``, NUL, control characters): it is kept
+    # in SQLite and echoed in JSON, never used as a path.
     if value is None:
         raise HttpError(400, "the form needs a 'filename' field (the file's base name)")
-    if len(value) > 255:
-        raise HttpError(400, "filename is longer than 255 characters")
+    return value
+
+
+def _idempotency_key(environ: Mapping[str, Any]) -> str | None:
+    value = environ.get("HTTP_IDEMPOTENCY_KEY")
+    if value is None:
+        return None
+    value = value.strip()
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise HttpError(400, "malformed Idempotency-Key header: expected 1 to 200 printable ASCII characters")
     return value
 
 

@@ -28,8 +28,9 @@ __all__ = [
     "parse_options_header",
 ]
 
-# A part's headers are a few short lines; anything longer is not a form.
-MAX_HEADER_BYTES: Final = 16 * 1024
+# A part's headers are a few short lines, but the file part's Content-Disposition
+# may carry a filename as long as a text field may be (64 KiB); longer is not a form.
+MAX_HEADER_BYTES: Final = 80 * 1024
 
 # `; key=value` or `; key="quoted \" value"` after a header's main value.
 _PARAM: Final = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')

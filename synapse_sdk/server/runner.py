@@ -1,8 +1,8 @@
 """Start and stop the reference server: cheroot serving ``UploadApp`` in a background thread.
 
-``ReferenceServer`` is what tests and benchmarks use; ``run_forever`` is what
-the command line uses. Neither speaks the protocol itself (that is ``app``) nor
-touches storage (that is ``store``).
+``ReferenceServer`` is what tests and benchmarks use; ``run_forever`` and
+``run_cleanup`` are what the command line uses. None of them speaks the
+protocol itself (that is ``app``) nor touches storage directly (that is ``store``).
 """
 
 from __future__ import annotations
@@ -11,17 +11,21 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Mapping
-from datetime import timedelta
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from synapse_sdk.server.app import UploadApp
-from synapse_sdk.server.store import Store
+from synapse_sdk.server.limits import RateLimiter
+from synapse_sdk.server.store import Store, Upload
 
-__all__ = ["ReferenceServer", "run_forever"]
+__all__ = ["ReferenceServer", "run_cleanup", "run_forever"]
 
 
 class ReferenceServer:
@@ -29,6 +33,11 @@ class ReferenceServer:
 
     ``tokens`` maps access tokens to user names. ``start()`` returns once the
     socket accepts connections; ``base_url`` then names the bound port.
+
+    Limits, all off by default: ``max_upload_size`` (bytes of one file, 413),
+    ``quota`` (bytes of all of a user's uploads, 507) and ``rate_limit``
+    (``(per_second, burst)`` requests per token, 429), whose clock is
+    ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS.
     """
 
     def __init__(
@@ -39,35 +48,60 @@ class ReferenceServer:
         *,
         tokens: Mapping[str, str],
         max_upload_size: int | None = None,
+        quota: int | None = None,
+        rate_limit: tuple[float, int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         expire_after: timedelta = timedelta(days=1),
         threads: int = 16,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
     ) -> None:
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("TLS needs both certfile and keyfile")
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port
         self.tokens = dict(tokens)
         self.max_upload_size = max_upload_size
+        self.quota = quota
+        self.rate_limit = rate_limit
+        self.clock = clock
         self.expire_after = expire_after
         self.threads = threads
+        self.certfile = certfile
+        self.keyfile = keyfile
         self._store: Store | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        """``http://HOST:PORT`` of the running server, without a trailing slash."""
+        """``http://HOST:PORT`` (``https://`` with TLS) of the running server, without a trailing slash."""
         if self._server is None:
             raise RuntimeError("the server is not running: call start() first")
         host, port = self._server.bind_addr[:2]
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.certfile is not None else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start: ``bytes_received`` (file parts), ``chunks_stored``, ``uploads_created``."""
+        if self._store is None:
+            raise RuntimeError("the server is not running: call start() first")
+        return self._store.stats()
 
     def start(self) -> ReferenceServer:
         if self._server is not None:
             raise RuntimeError("the server is already running")
-        store = Store(self.data_dir, self.expire_after, io_threads=self.threads)
-        app = UploadApp(store, self.tokens, self.max_upload_size)
-        server = wsgi.Server((self.host, self.port), app, numthreads=self.threads)
+        store = Store(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
+            limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
+            app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter)
+            server = wsgi.Server((self.host, self.port), app, numthreads=self.threads)
+            # stop() waits for the serve loop's next wake-up (0.5 s by default):
+            # tests start and stop many servers.
+            server.expiration_interval = 0.05
+            if self.certfile is not None:
+                server.ssl_adapter = BuiltinSSLAdapter(str(self.certfile), str(self.keyfile))
             # Binds and listens here, so a busy port fails in the caller's thread.
             server.prepare()
         except BaseException:
@@ -97,8 +131,17 @@ class ReferenceServer:
         self.stop()
 
 
-def run_forever(host: str, port: int, data_dir: str | os.PathLike[str], token: str | None = None) -> None:
-    """Serve until SIGINT or SIGTERM; a random token is made when none is given."""
+def run_forever(
+    host: str,
+    port: int,
+    data_dir: str | os.PathLike[str],
+    token: str | None = None,
+    **options: Any,
+) -> None:
+    """Serve until SIGINT or SIGTERM; a random token is made when none is given.
+
+    ``options`` are ``ReferenceServer``'s keyword arguments (limits, TLS files).
+    """
     token = token or secrets.token_urlsafe(24)
     stopping = threading.Event()
 
@@ -107,10 +150,36 @@ def run_forever(host: str, port: int, data_dir: str | os.PathLike[str], token: s
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ReferenceServer(data_dir, host, port, tokens={token: "user"}) as server:
+        with ReferenceServer(data_dir, host, port, tokens={token: "user"}, **options) as server:
             print(f"Serving chunked uploads on {server.base_url}/ (data in {server.data_dir})", flush=True)
             print(f"Access token: {token}", flush=True)
             stopping.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_cleanup(data_dir: str | os.PathLike[str], expire_after: timedelta = timedelta(days=1)) -> list[Upload]:
+    """Delete the open uploads older than ``expire_after`` under ``data_dir``, printing each one.
+
+    The server must be stopped: it holds the data directory while it runs.
+    """
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"no data directory at {data_dir}")
+    store = Store(data_dir, expire_after, io_threads=1)
+    try:
+        removed = store.cleanup_expired(datetime.now(timezone.utc))
+    finally:
+        store.close()
+    for upload in removed:
+        # A filename may hold anything a client sent: show it quoted and short.
+        name = upload.filename if len(upload.filename) <= 80 else upload.filename[:80] + "..."
+        owner = upload.owner.user + (f"@{upload.owner.tenant}" if upload.owner.tenant else "")
+        print(
+            f"removed upload {upload.id} of {owner}: {name!r}, {upload.offset} of {upload.total} bytes,"
+            f" created {upload.created_at.isoformat()}",
+            flush=True,
+        )
+    total = sum(upload.offset for upload in removed)
+    print(f"removed {len(removed)} expired upload(s), {total} bytes", flush=True)
+    return removed

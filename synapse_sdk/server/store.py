@@ -36,7 +36,6 @@ __all__ = [
     "UPLOADING",
     "Chunk",
     "DataDirInUse",
-    "KeyInUse",
     "Owner",
     "QuotaExceeded",
     "Store",
@@ -84,10 +83,6 @@ class QuotaExceeded(OSError):
         super().__init__(errno.EDQUOT, "storage quota exceeded")
 
 
-class KeyInUse(Exception):
-    """Another create with the same idempotency key is still receiving its first chunk."""
-
-
 class DataDirInUse(OSError):
     """Another process (a running server?) holds the data directory."""
 
@@ -132,6 +127,13 @@ class _Live:
     md5: engine.Md5 | None = None
 
 
+@dataclass(slots=True)
+class _KeyLock:
+    # Serializes the creates that carry one owner's idempotency key.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0  # requests holding it or waiting for it
+
+
 class Chunk:
     """One chunk being written at an upload's offset and hashed as it passes.
 
@@ -155,6 +157,7 @@ class Chunk:
         self.upload = upload
         self.limit = limit
         self.received = 0
+        self._claimed = 0  # bytes counted against the quota, all written or being written
         # Hashed on a copy: the upload's own MD5 stays as it was until commit.
         self.running = running.copy()
         self.chunk_md5 = engine.Md5() if verify else None
@@ -173,6 +176,7 @@ class Chunk:
         # Counted before it is written, so concurrent chunks cannot jointly
         # cross the quota; a refused chunk is truncated away on exit.
         self._usage.claim(self.upload.owner.user, len(view))
+        self._claimed += len(view)
         if len(view) < _OVERLAP_MIN:
             self._hash(view)
             _write_at(self._fd, view, self.upload.offset + start)
@@ -206,7 +210,7 @@ class Chunk:
         self._usage.received(self.received)
         try:
             if not self.committed:
-                self._usage.release(self.upload.owner.user, self.size)
+                self._usage.release(self.upload.owner.user, self._claimed)
                 os.ftruncate(self._fd, self.upload.offset)
         finally:
             os.close(self._fd)
@@ -298,6 +302,7 @@ class Store:
         self._db_lock = threading.Lock()
         self._live: dict[int, _Live] = {}
         self._live_lock = threading.Lock()
+        self._key_locks: dict[tuple[Owner, str], _KeyLock] = {}
         self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
         with self._database() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -323,19 +328,16 @@ class Store:
     def reserve(self, owner: Owner, total: int, idempotency_key: str | None = None) -> Upload:
         """A new, still invisible upload for a create; ``commit`` publishes it.
 
-        Raises ``KeyInUse`` when the owner already has an upload with ``idempotency_key``.
+        With ``idempotency_key``, hold ``creating`` for it and check ``find_key`` first.
         """
         now = _now()
-        try:
-            with self._database() as db:
-                cursor = db.execute(
-                    "INSERT INTO uploads (user, tenant, filename, offset, total, status, created_at, idempotency_key)"
-                    " VALUES (?, ?, '', 0, ?, ?, ?, ?)",
-                    (owner.user, owner.tenant, total, _CREATING, now.isoformat(), idempotency_key),
-                )
-                upload_id = cursor.lastrowid
-        except sqlite3.IntegrityError:
-            raise KeyInUse(idempotency_key) from None
+        with self._database() as db:
+            cursor = db.execute(
+                "INSERT INTO uploads (user, tenant, filename, offset, total, status, created_at, idempotency_key)"
+                " VALUES (?, ?, '', 0, ?, ?, ?, ?)",
+                (owner.user, owner.tenant, total, _CREATING, now.isoformat(), idempotency_key),
+            )
+            upload_id = cursor.lastrowid
         assert upload_id is not None
         row = (upload_id, owner.user, owner.tenant, "", 0, total, _CREATING, now.isoformat(), None, None)
         return self._upload(row)
@@ -365,6 +367,28 @@ class Store:
     def stats(self) -> dict[str, int]:
         """Since this store opened: file-part bytes received, chunks stored, uploads created."""
         return self._usage.snapshot()
+
+    @contextmanager
+    def creating(self, owner: Owner, idempotency_key: str | None) -> Iterator[None]:
+        """Hold the lock of the owner's ``idempotency_key`` (None: no lock): its creates run one at a time.
+
+        A repeated create thus waits for the first one to end (published, or
+        discarded because its client gave up on it) instead of racing it.
+        """
+        if idempotency_key is None:
+            yield
+            return
+        with self._live_lock:
+            entry = self._key_locks.setdefault((owner, idempotency_key), _KeyLock())
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._live_lock:
+                entry.users -= 1
+                if not entry.users:  # keys are one-off: keep no lock nobody needs
+                    del self._key_locks[(owner, idempotency_key)]
 
     @contextmanager
     def locked(self, upload_id: int) -> Iterator[None]:
