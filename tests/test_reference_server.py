@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -20,7 +22,7 @@ import requests
 from requests import Session
 
 from synapse_sdk.server import ReferenceServer, UploadApp
-from synapse_sdk.server.store import Store
+from synapse_sdk.server.store import Owner, QuotaExceeded, Store
 
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 FORM = "application/x-www-form-urlencoded"
@@ -453,3 +455,87 @@ def test_the_app_under_another_wsgi_server_whose_input_has_readinto(tmp_path: Pa
         serving.join()
         httpd.server_close()
         store.close()
+
+
+# -- byte counters and cleanup -------------------------------------------------
+
+
+def test_stats_count_file_bytes_chunks_and_uploads_since_start(tmp_path: Path) -> None:
+    with ReferenceServer(tmp_path, tokens=TOKENS) as counted, session_for("alice-token") as s:
+        stats_url = f"{counted.base_url}/_stats/"
+        zero = {"bytes_received": 0, "chunks_stored": 0, "uploads_created": 0}
+        assert counted.stats() == zero and s.get(stats_url).json() == zero
+        assert requests.get(stats_url).status_code == 401
+        assert s.post(stats_url).status_code == 405
+        record = create(s, counted, b"a" * 1000, 3000)
+        assert put_chunk(s, record["url"], b"b" * 500, 1000, 3000, content_md5=md5_b64(b"other")).status_code == 400
+        assert put_chunk(s, record["url"], b"b" * 500, 1000, 3000).status_code == 200
+        assert put_chunk(s, record["url"], b"c" * 10, 0, 3000).status_code == 400  # offset: never read into a chunk
+        whole = {"md5": hashlib.md5(b"w" * 200).hexdigest()}
+        assert s.post(f"{counted.base_url}/chunked_upload/", data=whole, files={"file": ("w", b"w" * 200)}).ok
+        expected = {"bytes_received": 1000 + 500 + 500 + 200, "chunks_stored": 3, "uploads_created": 2}
+        assert counted.stats() == expected and s.get(stats_url).json() == expected
+    with ReferenceServer(tmp_path, tokens=TOKENS) as restarted:
+        assert restarted.stats() == zero
+    with pytest.raises(RuntimeError, match="not running"):
+        restarted.stats()
+
+
+def test_cleanup_expired_deletes_open_uploads_only_and_frees_quota(tmp_path: Path) -> None:
+    alice = Owner("alice")
+    store = Store(tmp_path, quota=1000)
+    try:
+        uploads = []
+        for size in (300, 400):
+            reserved = store.reserve(alice, 1000)
+            with store.append(reserved, limit=size, verify=False) as chunk:
+                chunk.write(memoryview(os.urandom(size)))
+                uploads.append(store.commit(chunk, filename="f"))
+        done = store.complete(uploads[1], "0" * 32)
+        with pytest.raises(QuotaExceeded):
+            store.check_quota(alice, 301)
+        now = datetime.now(timezone.utc)
+        assert store.cleanup_expired(now) == []
+        removed = store.cleanup_expired(now + timedelta(days=2))
+        assert [upload.id for upload in removed] == [uploads[0].id]
+        assert not uploads[0].path.exists() and done.path.exists()
+        assert store.get(uploads[0].id, alice) is None and store.get(done.id, alice) is not None
+        store.check_quota(alice, 600)  # the removed upload's 300 bytes are free again
+    finally:
+        store.close()
+
+
+def test_the_cleanup_command_prints_what_it_removed(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with ReferenceServer(data_dir, tokens=TOKENS) as running, session_for("alice-token") as s:
+        stale = create(s, running, b"x" * 100, 200)
+        finished = s.post(
+            f"{running.base_url}/chunked_upload/",
+            data={"md5": hashlib.md5(b"done").hexdigest()},
+            files={"file": ("kept.bin", b"done")},
+        ).json()
+    command = [sys.executable, "-m", "synapse_sdk.cli", "cleanup", "--data-dir", str(data_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "removed 0 expired upload(s), 0 bytes\n"
+    done = subprocess.run([*command, "--expire-after", "0s"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"removed upload {stale['id']} of alice: 'data.bin', 100 of 200 bytes" in done.stdout
+    assert done.stdout.endswith("removed 1 expired upload(s), 100 bytes\n")
+    assert sorted(p.name for p in (data_dir / "uploads").iterdir()) == [f"{finished['id']}.done"]
+    missing = subprocess.run([*command[:-1], str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no data directory" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_serve_flags_set_the_limits(tmp_path: Path) -> None:
+    from tests.test_server_crash import TOKEN, serving
+
+    flags = ("--max-size", "1KiB", "--quota", "1500", "--rate-limit", "1/h", "--rate-burst", "3")
+    with serving(tmp_path / "data", *flags) as server, session_for(TOKEN) as s:
+        create_url = f"{server.base_url}/chunked_upload/"
+        assert put_chunk(s, create_url, b"x", 0, 1025).status_code == 413
+        assert put_chunk(s, create_url, b"x" * 1000, 0, 1000).status_code == 200
+        assert put_chunk(s, create_url, b"x" * 1000, 0, 1000).status_code == 507
+        # Three requests so far: the burst is spent, and 1/h takes an hour to refill one.
+        answer = s.get(f"{server.base_url}/_stats/")
+        assert answer.status_code == 429 and 3590 <= int(answer.headers["Retry-After"]) <= 3600
