@@ -162,6 +162,7 @@ def test_forwards_faithfully_over_one_keep_alive_connection(upstream: RecordingS
     assert (stats.requests, stats.forwarded, stats.relayed) == (3, 3, 3)
     assert stats.body_bytes == sum(map(len, bodies))
     assert stats.injected == {} and stats.faults == 0
+    assert stats.answers == {200: 3}
 
 
 def test_chunked_request_bodies_are_relayed(upstream: RecordingServer) -> None:

@@ -171,6 +171,8 @@ class ProxyStats:
     response_bytes: int = 0
     upstream_errors: int = 0
     injected: Mapping[str, int] = field(default_factory=dict)
+    #: The upstream's answers by status code, relayed or not.
+    answers: Mapping[int, int] = field(default_factory=dict)
 
     @property
     def faults(self) -> int:
@@ -420,6 +422,7 @@ class Proxy:
         self._index = 0
         self._counts: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
+        self._answers: Counter[int] = Counter()
         self._log: list[RequestLog] = []
 
     # -- life cycle
@@ -486,6 +489,7 @@ class Proxy:
                 response_bytes=self._counts["response_bytes"],
                 upstream_errors=self._counts["upstream_errors"],
                 injected=dict(self._injected),
+                answers=dict(self._answers),
             )
 
     @property
@@ -633,6 +637,8 @@ class Proxy:
                 return False, upstream
             self._count("forwarded")
             answer, answer_framing = self._upstream_head(upstream, method)
+            with self._lock:
+                self._answers[int(answer.start[1])] += 1
             if isinstance(fault, DropResponse) or (isinstance(fault, Stall) and not fault.relay):
                 # Read the whole answer so the server has finished acting on the request.
                 self._drain_upstream(upstream, answer_framing)
