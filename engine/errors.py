@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "AuthorizationError",
+    "CertificateError",
     "ClientConnectionError",
     "ClientError",
     "ClientResponseIncompleteError",
@@ -78,6 +79,10 @@ class ClientConnectionError(ClientError):
 
     def __init__(self, detail: Any = None) -> None:
         super().__init__(status_code=None, detail=detail)
+
+
+class CertificateError(ClientConnectionError):
+    """The server's TLS certificate failed verification: retrying will not help."""
 
 
 class ClientResponseIncompleteError(ClientConnectionError):

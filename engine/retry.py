@@ -13,7 +13,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from engine.errors import ClientConnectionError, ClientError, ClientTimeoutError, RateLimitError, ServerError
+from engine.errors import (
+    CertificateError,
+    ClientConnectionError,
+    ClientError,
+    ClientTimeoutError,
+    RateLimitError,
+    ServerError,
+)
 
 __all__ = ["RetryPolicy"]
 
@@ -38,6 +45,8 @@ class RetryPolicy:
 
     @staticmethod
     def is_retryable(error: ClientError) -> bool:
+        if isinstance(error, CertificateError):
+            return False
         if isinstance(error, (ClientConnectionError, ClientTimeoutError, RateLimitError)):
             return True
         return isinstance(error, ServerError) and error.status_code in RETRY_STATUSES

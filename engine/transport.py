@@ -24,6 +24,7 @@ from urllib3.exceptions import (
 )
 
 from engine.errors import (
+    CertificateError,
     ClientConnectionError,
     ClientResponseIncompleteError,
     ClientTimeoutError,
@@ -117,7 +118,8 @@ class Transport:
             lost = ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
             raise lost(f"{method} {url}: no answer within {read}s") from error
         except SSLError as error:
-            raise ClientConnectionError(f"TLS failed for {url}: {error}") from error
+            failed = CertificateError if "CERTIFICATE_VERIFY_FAILED" in str(error) else ClientConnectionError
+            raise failed(f"TLS failed for {url}: {error}") from error
         except HTTPError as error:
             lost = ClientResponseIncompleteError if method in _MUTATING else ClientConnectionError
             raise lost(f"{method} {url}: connection broke: {error}") from error

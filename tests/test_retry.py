@@ -7,6 +7,7 @@ import pytest
 from engine.errors import (
     AuthenticationError,
     AuthorizationError,
+    CertificateError,
     ClientConnectionError,
     ClientTimeoutError,
     InsufficientStorageError,
@@ -39,6 +40,7 @@ def test_transient_errors_are_retried(error) -> None:
         InsufficientStorageError("x"),
         ValidationError(400, "x"),
         ServerError(501, "x"),
+        CertificateError("CERTIFICATE_VERIFY_FAILED"),
     ],
 )
 def test_final_errors_raise_at_once(error) -> None:
