@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import json
 import os
 import subprocess
 import sys
@@ -539,3 +541,18 @@ def test_serve_flags_set_the_limits(tmp_path: Path) -> None:
         # Three requests so far: the burst is spent, and 1/h takes an hour to refill one.
         answer = s.get(f"{server.base_url}/_stats/")
         assert answer.status_code == 429 and 3590 <= int(answer.headers["Retry-After"]) <= 3600
+
+
+def test_a_head_answer_has_no_body_so_the_connection_stays_in_step(server: ReferenceServer) -> None:
+    # Found by the fuzz tests: a body after a HEAD answer was read as the next answer.
+    connection = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        for headers in ({}, {"Synapse-Access-Token": "Token alice-token"}):
+            connection.request("HEAD", "/chunked_upload/", headers=headers)
+            answer = connection.getresponse()
+            assert answer.status in (401, 405) and answer.read() == b""
+        connection.request("GET", "/_stats/", headers={"Synapse-Access-Token": "Token alice-token"})
+        answer = connection.getresponse()
+        assert answer.status == 200 and "bytes_received" in json.loads(answer.read())
+    finally:
+        connection.close()

@@ -174,7 +174,9 @@ class UploadApp:
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
         )
-        return [data]
+        # cheroot sends whatever is returned, and a body after a HEAD answer
+        # would be read as the next answer on a kept-alive connection.
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
     def _dispatch(self, environ: Mapping[str, Any], body: _Body) -> tuple[int, dict[str, object]]:
         owner = self._authenticate(environ)
