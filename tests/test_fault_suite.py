@@ -5,12 +5,17 @@ with a small chunk size through ``tests.faults.Proxy`` to the reference server,
 which runs in a subprocess on a fixed port with its own data directory. The
 proxy tears request bodies, loses answers (of the create, of chunks, of
 finalize), answers 503/429/5xx bursts and stalls past the client's read
-timeout; some scenarios also ``kill -9`` the server mid-upload and restart it
-on the same port and data directory (sometimes losing the unsynced tail of the
-open upload's file, as a power cut would). Every scenario must end with the
-upload returned normally, the stored file byte-identical to the source, one
-completed record for it (and no twin left open, when the server deduplicates
-creates) and progress that never went backwards nor past the file's size.
+timeout; the server adds its own 429s when it has a rate limit. Every fifth
+scenario also ``kill -9``s the server mid-upload and restarts it on the same
+port and data directory, in turn: during a chunk, before a chunk, before and
+during finalize (these three also losing the unsynced tail of the open
+upload's file, as a power cut would), during the create. Every kind of fault
+is forced at least once per run; more are drawn at random within the client's
+retry budgets, so a failure means a bug, not bad luck. Every scenario must end
+with the upload returned normally, the stored file byte-identical to the
+source, one completed record for it (and no twin left open, when the server
+deduplicates creates) and progress that never went backwards nor past the
+file's size.
 
 The seed comes from ``FAULT_SEED`` or is drawn and printed; every failure
 message names it with the scenario number, so a failure replays with
@@ -61,8 +66,11 @@ CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 1.0
 # Past the read timeout, so the client gives up on the answer before it comes.
 STALL_SECONDS = READ_TIMEOUT + 0.5
-# Under the read timeout: a retry may wait for the torn request's lock that long.
+# How long the server may still hold a torn request after the client saw the
+# cut: under the read timeout (a retry waits on the torn request's lock that
+# long), or past it (the retry times out too; costs as much as a stall).
 CUT_LINGER = 0.3
+LONG_LINGER = READ_TIMEOUT + 0.5
 MAX_FILE = 4 * MIB
 CHUNK_SIZES = (16 * KIB, 512 * KIB)
 # Each scenario is bounded by the client's own timeouts and retry budget; this
@@ -70,6 +78,16 @@ CHUNK_SIZES = (16 * KIB, 512 * KIB)
 SCENARIO_DEADLINE = 60.0
 SERVER_READY_DEADLINE = 20.0
 KILL_EVERY = 5  # scenarios 3, 8, 13, ... kill the server
+# Kills in turn, so that every run has each: (step, when, power cut). "before":
+# the request finds the server dead (502), so the client's retries meet the
+# restarted server; "during": the server dies a moment after the request reached it.
+KILLS: tuple[tuple[str, str, bool], ...] = (
+    ("chunk", "during", False),
+    ("chunk", "before", True),
+    ("finalize", "before", True),
+    ("create", "during", False),
+    ("finalize", "during", True),
+)
 RATE_LIMIT = 150  # requests per second per token, when the server can limit
 RATE_BURST = 15
 
@@ -128,6 +146,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.starts = 0
         self.restart_seconds: list[float] = []
+        self.stats_total: Counter[str] = Counter()
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._lock = threading.Lock()
@@ -159,10 +178,21 @@ class ServerProcess:
             time.sleep(0.02)
         self.restart_seconds.append(time.monotonic() - started)
 
-    def kill_and_restart(self, pause: float, before_restart: Callable[[], None] = lambda: None) -> None:
-        """``kill -9``, wait ``pause``, run ``before_restart`` (the server is down), start again."""
+    def kill(self) -> None:
+        """``kill -9``; returns once the process is gone."""
+        self.collect_stats()  # its counters die with it
         with self._lock:
             self._reap(signal.SIGKILL)
+
+    def collect_stats(self) -> None:
+        """Add the server's ``/_stats/`` counters (kept since its start) to ``stats_total``, if it has them."""
+        stats = server_stats(self.url)
+        if stats is not None:
+            self.stats_total.update({k: v for k, v in stats.items() if isinstance(v, int)})
+
+    def restart(self, pause: float, before_restart: Callable[[], None] = lambda: None) -> None:
+        """Wait ``pause``, run ``before_restart`` (the server is down), start again on the same port."""
+        with self._lock:
             time.sleep(pause)
             before_restart()
             self._start()
@@ -231,7 +261,7 @@ def server_deduplicates_creates(url: str) -> bool:
 def server_stats(url: str) -> dict[str, Any] | None:
     """The server's ``/_stats/`` counters (since its last start), if it has them."""
     try:
-        answer = requests.get(url + "/_stats/", headers=auth(), timeout=5)
+        answer = requests.get(url + "/_stats/", headers=auth(), timeout=2)
     except requests.RequestException:
         return None
     if answer.status_code != 200:
@@ -280,6 +310,7 @@ class Scenario:
     fault_rate: float
     forced: dict[tuple[str, int], str]
     kill_at: tuple[str, int] | None
+    kill_mode: str
     kill_delay: float
     restart_pause: float
     power_cut: bool
@@ -293,7 +324,9 @@ class Scenario:
         return f"fault-{self.seed}-{self.number:03d}.bin"
 
     def describe(self) -> str:
-        kill = "no kill" if self.kill_at is None else f"kill -9 at {self.kill_at[0]} #{self.kill_at[1]}"
+        kill = "no kill"
+        if self.kill_at is not None:
+            kill = f"kill -9 {self.kill_mode} {self.kill_at[0]} #{self.kill_at[1]}"
         if self.power_cut:
             kill += " with power cut"
         forced = ", ".join(f"{kind} on {target} #{n}" for (target, n), kind in self.forced.items())
@@ -319,11 +352,11 @@ def make_scenario(seed: int, number: int) -> Scenario:
             target = "create"  # a one-chunk file has no chunk PUT after the create
         occurrence = rng.randint(1, chunk_puts) if target == "chunk" else 1
         forced.setdefault((target, occurrence), kind)
-    kill_at = None
+    kill_at, kill_mode, power_cut = None, "", False
     if number % KILL_EVERY == KILL_EVERY - 2:
-        where = rng.choices(("chunk", "finalize", "create"), (0.7, 0.15, 0.15))[0]
+        where, kill_mode, power_cut = KILLS[(number // KILL_EVERY) % len(KILLS)]
         if where == "chunk" and chunk_puts == 0:
-            where = "create"
+            where = "finalize"  # a one-chunk file: the next request that finds the upload open
         kill_at = (where, rng.randint(1, chunk_puts) if where == "chunk" else 1)
     return Scenario(
         number=number,
@@ -333,9 +366,10 @@ def make_scenario(seed: int, number: int) -> Scenario:
         fault_rate=rng.uniform(0.02, 0.25),
         forced=forced,
         kill_at=kill_at,
+        kill_mode=kill_mode,
         kill_delay=rng.uniform(0.0, 0.03),
         restart_pause=rng.uniform(0.05, 0.3),
-        power_cut=kill_at is not None and rng.random() < 0.4,
+        power_cut=power_cut,
     )
 
 
@@ -383,12 +417,13 @@ class FaultPlan:
                 self.on_kill()
             return fault
 
-    def _allowed(self, kind: str) -> bool:
+    def _allowed(self, kind: str, *, forced: bool = False) -> bool:
         if self.consecutive >= MAX_CONSECUTIVE:
             return False
         if kind in LOST_KINDS and self.lost_since_progress >= MAX_LOST_SINCE_PROGRESS:
             return False
-        return not (kind == "stall" and self.stalls >= MAX_STALLS)
+        # Forced stalls are at most two and always happen; random ones fill the rest of the budget.
+        return forced or not (kind == "stall" and self.stalls >= MAX_STALLS)
 
     def _decide(self, target: str, occurrence: int, headers: Mapping[str, str]) -> Fault | None:
         if self.burst:
@@ -396,7 +431,7 @@ class FaultPlan:
                 return self.burst.popleft()
             self.burst.clear()
         kind = self.forced.pop((target, occurrence), None)
-        if kind is not None and not self._allowed(kind):
+        if kind is not None and not self._allowed(kind, forced=True):
             # Over a budget right now: the same fault on the next such request.
             self.forced[(target, occurrence + 1)] = kind
             kind = None
@@ -415,7 +450,12 @@ class FaultPlan:
             length = int(headers.get("content-length", "0") or 0)
             # Half the cuts reach the server late, as when a client vanishes mid-body:
             # the server then still holds the torn request when the client retries.
-            linger = self.rng.choice((0.0, CUT_LINGER))
+            linger = self.rng.choice((0.0, CUT_LINGER, LONG_LINGER))
+            if linger == LONG_LINGER:
+                if self.stalls < MAX_STALLS:
+                    self.stalls += 1
+                else:
+                    linger = CUT_LINGER
             return cut_request(self.rng.randrange(length) if length > 0 else 0, linger=linger)
         if kind == "stall":
             return stall(STALL_SECONDS)
@@ -505,15 +545,21 @@ def play(scenario: Scenario, server: ServerProcess, work: Path, idempotent: bool
                 outcome.power_cut = True
 
     def kill() -> None:
-        def run() -> None:
+        # Called by the plan on a proxy thread, before the request is forwarded.
+        def run(already_dead: bool) -> None:
             try:
-                time.sleep(scenario.kill_delay)
-                server.kill_and_restart(scenario.restart_pause, power_cut if scenario.power_cut else lambda: None)
-            except BaseException as error:
+                if not already_dead:
+                    time.sleep(scenario.kill_delay)
+                    server.kill()
+                server.restart(scenario.restart_pause, power_cut if scenario.power_cut else lambda: None)
+            except Exception as error:
                 killer_errors.append(error)
 
         outcome.killed = True
-        killer = threading.Thread(target=run, name=f"fault-killer-{scenario.number}", daemon=True)
+        before = scenario.kill_mode == "before"
+        if before:
+            server.kill()  # so this very request finds the server gone
+        killer = threading.Thread(target=run, args=(before,), name=f"fault-killer-{scenario.number}", daemon=True)
         killers.append(killer)
         killer.start()
 
@@ -522,7 +568,8 @@ def play(scenario: Scenario, server: ServerProcess, work: Path, idempotent: bool
     retry = fast_retry() if scenario.kill_at is None else restart_retry(lambda: 0.5 + jitter_rng.random() / 2)
     progress: list[tuple[int, int]] = []
     record: Any = None
-    with Proxy(server.url, plan) as proxy:
+    # A log long enough for every request of the scenario: the summary counts faults per step from it.
+    with Proxy(server.url, plan, log_size=100_000) as proxy:
         try:
             options: dict[str, Any] = {}
             if "journal" in inspect.signature(BackendClient).parameters:
@@ -538,12 +585,16 @@ def play(scenario: Scenario, server: ServerProcess, work: Path, idempotent: bool
         finally:
             for killer in killers:
                 killer.join(SERVER_READY_DEADLINE + 15)
-            stats = proxy.stats
-            log = proxy.log
+    # Read once the proxy stopped: a stall still running has counted and noted its fault by then.
+    stats, log = proxy.stats, proxy.log
     outcome.injected = Counter(stats.injected)
     outcome.forwarded_bytes = stats.body_bytes
     outcome.answers = Counter(stats.answers)
-    outcome.by_target = Counter(f"{kind}@{what.split()[1]}" for _, what, kind in plan.injected)
+    outcome.by_target = Counter(
+        f"{entry.fault}@{target_of(entry.method, entry.path)}"
+        for entry in log
+        if entry.fault is not None and "upstream unreachable" not in entry.outcome
+    )
     for error in killer_errors:
         problems.append("the kill/restart failed:\n" + "".join(traceback.format_exception(error)))
     if not server.running:
@@ -596,7 +647,7 @@ def play(scenario: Scenario, server: ServerProcess, work: Path, idempotent: bool
 @pytest.fixture(scope="module")
 def seed() -> int:
     chosen = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"fault suite seed: {chosen}")
+    print(f"\nfault suite seed: {chosen}")
     return chosen
 
 
@@ -639,6 +690,8 @@ def test_uploads_survive_random_faults(seed: int, reference_process: ServerProce
         if problems:
             failures.append(f"[seed {seed} scenario {number}] {scenario.describe()}\n" + "\n".join(problems))
     restarts = ", ".join(f"{seconds:.2f}" for seconds in server.restart_seconds)
+    server.collect_stats()
+    received = server.stats_total.get("bytes_received")
     print(
         f"fault suite summary: seed={seed} scenarios={len(numbers)} failed={len(failures)} "
         f"uploads_completed={completed} bytes_uploaded={uploaded} bytes_lost={lost} "
@@ -647,14 +700,20 @@ def test_uploads_survive_random_faults(seed: int, reference_process: ServerProce
         f"  by kind@step {dict(sorted(by_target.items()))}\n"
         f"  server kill -9={kills} (power cuts {power_cuts}), starts took [{restarts}] s; "
         f"server answers {dict(sorted(answers.items()))} (its own rate limit: {' '.join(server.options) or 'none'})\n"
-        f"  body bytes through the proxy={forwarded}; idempotent create={idempotent}; "
-        f"server /_stats/ since its last start={server_stats(server.url)}"
+        f"  request body bytes through the proxy={forwarded}; idempotent create={idempotent}; "
+        f"server /_stats/ summed over its lives={dict(server.stats_total) or 'not served'}"
     )
     for failure in failures:
         print(failure)
     assert not failures, f"fault suite seed {seed}: {len(failures)} of {len(numbers)} scenarios failed:\n\n" + (
         "\n\n".join(failures)
     )
+    if received is not None:
+        # Cross-checks the proxy's accounting: every file byte the server got
+        # came through the proxy inside a request body (bar the 1-byte probes).
+        assert received <= forwarded + 2, (
+            f"fault suite seed {seed}: server got {received} bytes, proxy sent {forwarded}"
+        )
     if not ONLY:
         # The suite tests what it claims only if every kind of fault happened.
         missing = {"cut_request", "drop_response", "stall"} - set(faults)

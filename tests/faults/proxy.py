@@ -502,6 +502,10 @@ class Proxy:
         with self._lock:
             self._counts[name] += amount
 
+    def _count_fault(self, fault: Fault) -> None:
+        with self._lock:
+            self._injected[fault.kind] += 1
+
     def _note(self, entry: RequestLog) -> None:
         with self._lock:
             self._log.append(entry)
@@ -574,14 +578,12 @@ class Proxy:
             self._index += 1
         plan = self.plan
         fault = plan(index, method, path, dict(head.headers)) if plan is not None else None
-        if fault is not None:
-            with self._lock:
-                self._injected[fault.kind] += 1
 
         def note(outcome: str) -> None:
             self._note(RequestLog(index, method, path, fault.kind if fault is not None else None, outcome))
 
         if isinstance(fault, Status):
+            self._count_fault(fault)
             # Read the body first: a client still sending would see a reset, not the answer.
             for _ in _body(client, framing):
                 pass
@@ -614,6 +616,9 @@ class Proxy:
             sock.settimeout(self.io_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             upstream = _Reader(self._track(sock))
+        if fault is not None:
+            # Counted once it can take effect: with the upstream down, the answer was a 502 instead.
+            self._count_fault(fault)
 
         try:
             self._send_upstream(upstream, raw)
@@ -642,11 +647,13 @@ class Proxy:
             if isinstance(fault, DropResponse) or (isinstance(fault, Stall) and not fault.relay):
                 # Read the whole answer so the server has finished acting on the request.
                 self._drain_upstream(upstream, answer_framing)
+                # Noted before a stall, so the log reads in the order things happened.
+                note(f"server answered {answer.start[1]}, not relayed")
                 if isinstance(fault, Stall):
                     self._stopping.wait(fault.seconds)
-                note(f"server answered {answer.start[1]}, not relayed")
                 return False, upstream
             if isinstance(fault, Stall):
+                note(f"server answered {answer.start[1]}, relayed after {fault.seconds:g} s")
                 self._stopping.wait(fault.seconds)
             client.sock.sendall(answer.raw)
             size = len(answer.raw)
@@ -655,7 +662,8 @@ class Proxy:
                 size += len(piece)
             self._count("relayed")
             self._count("response_bytes", size)
-            note(f"relayed {answer.start[1]}")
+            if not isinstance(fault, Stall):
+                note(f"relayed {answer.start[1]}")
         except _UpstreamBroke:
             self._count("upstream_errors")
             note("upstream broke")
