@@ -279,11 +279,8 @@ class _Head:
 
 
 def _parse_head(raw: bytes) -> _Head:
-    try:
-        text = raw.decode("latin-1")
-    except UnicodeDecodeError as error:  # latin-1 decodes anything; kept for clarity
-        raise _Malformed(str(error)) from None
-    lines = text.split("\r\n")
+    # HTTP heads are bytes; latin-1 maps each to one character, so nothing is lost or refused.
+    lines = raw.decode("latin-1").split("\r\n")
     start = lines[0].split(" ", 2)
     if len(start) < 2:
         raise _Malformed(f"bad start line {lines[0]!r}")
