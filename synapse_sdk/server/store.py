@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -140,8 +140,9 @@ class Chunk:
     Bytes past ``limit`` are counted in ``received`` but neither written nor
     hashed, so an oversized part cannot grow the file. Leaving the ``with``
     block without ``Store.commit`` (an error, a bad checksum) truncates the
-    file back to where the chunk started; the upload's running MD5 is only
-    replaced on commit, so it needs no restoring.
+    file back to where the chunk started and gives its bytes back to the
+    user's quota; the upload's running MD5 is only replaced on commit, so it
+    needs no restoring.
     """
 
     def __init__(
@@ -219,7 +220,8 @@ class Chunk:
 class _Usage:
     """Bytes on disk per user (open and complete uploads, chunks in flight) and the counters of ``stats``.
 
-    Every call is O(1) under one lock: it runs once per block of a chunk.
+    Bytes are counted only when there is a quota to hold them to. Every call
+    is O(1) under one lock: it runs once per block of a chunk.
     """
 
     def __init__(self, quota: int | None, used: dict[str, int]) -> None:
@@ -297,27 +299,20 @@ class Store:
             raise DataDirInUse(errno.EBUSY, message) from None
         # One connection behind a lock: every statement is tiny next to the
         # chunk I/O around it, so per-thread connections would buy nothing.
-        database = self.data_dir / "uploads.sqlite3"
-        self._db = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
         self._db_lock = threading.Lock()
         self._live: dict[int, _Live] = {}
         self._live_lock = threading.Lock()
         self._key_locks: dict[tuple[Owner, str], _KeyLock] = {}
-        self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
-        with self._database() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            # A finalize answered 200 must survive a power cut.
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
-            if "idempotency_key" not in columns:  # a database from before the extension
-                db.execute("ALTER TABLE uploads ADD COLUMN idempotency_key TEXT")
-            db.execute(_KEY_INDEX)
-        self._reconcile()
-        with self._database() as db:
-            query = "SELECT user, SUM(offset) FROM uploads WHERE status > ? GROUP BY user"
-            used = dict(db.execute(query, (_CREATING,)).fetchall())
+        # A failed open releases what it took, the lock above all: held on, it
+        # would keep this very process out of the directory.
+        with ExitStack() as undo:
+            undo.callback(os.close, self._lock_fd)
+            self._db = sqlite3.connect(self.data_dir / "uploads.sqlite3", isolation_level=None, check_same_thread=False)
+            undo.callback(self._db.close)
+            used = self._prepare()
+            undo.pop_all()  # opened: close() releases them from now on
         self._usage = _Usage(quota, used)
+        self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -484,6 +479,22 @@ class Store:
             self._usage.release(upload.owner.user, upload.offset)
             removed.append(upload)
         return removed
+
+    def _prepare(self) -> dict[str, int]:
+        """Create or migrate the schema, repair what a crash left, and count each user's bytes."""
+        with self._database() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            # A finalize answered 200 must survive a power cut.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
+            if "idempotency_key" not in columns:  # a database from before the extension
+                db.execute("ALTER TABLE uploads ADD COLUMN idempotency_key TEXT")
+            db.execute(_KEY_INDEX)
+        self._reconcile()
+        with self._database() as db:
+            query = "SELECT user, SUM(offset) FROM uploads WHERE status > ? GROUP BY user"
+            return dict(db.execute(query, (_CREATING,)).fetchall())
 
     def _running(self, upload: Upload) -> engine.Md5:
         with self._live_lock:
