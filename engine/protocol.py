@@ -10,7 +10,7 @@ Phases::
 
     CREATE --chunk_stored--> APPEND --chunk_stored (offset == size)--> FINALIZE --finalized--> DONE
       |  (empty file: SendWhole --finalized--> DONE)
-      APPEND --offset_mismatch--> APPEND/FINALIZE      (re-align on expected_offset)
+      APPEND/FINALIZE --offset_mismatch--> APPEND/FINALIZE      (re-align on expected_offset)
       APPEND/FINALIZE --answer_lost--> CHECK --state_received--> APPEND/FINALIZE/DONE
 """
 
@@ -133,8 +133,12 @@ class ChunkedUploadProtocol:
         self.phase = Phase.FINALIZE if offset == self.size else Phase.APPEND
 
     def offset_mismatch(self, expected_offset: Any) -> None:
-        """The server holds ``expected_offset`` bytes, not what the chunk assumed: re-align."""
-        self._expect(Phase.APPEND, event="an offset mismatch")
+        """The server holds ``expected_offset`` bytes, not what we assumed: re-align.
+
+        Said of a chunk, or of a finalize when the server lost bytes it had
+        acknowledged (a restart after a power cut).
+        """
+        self._expect(Phase.APPEND, Phase.FINALIZE, event="an offset mismatch")
         self.offset = _offset_of({"offset": expected_offset}, self.size)
         self.phase = Phase.FINALIZE if self.offset == self.size else Phase.APPEND
 

@@ -242,11 +242,15 @@ class _Upload:
         elif isinstance(action, Finalize):
             md5 = self.hasher.md5_at(self.source.size).hexdigest()
             self.source.check_unchanged()
-            answer = self._send(lambda: self._request("POST", action.url, form={"md5": md5}), lost_ok=True)
+            answer = self._send(
+                lambda: self._request("POST", action.url, form={"md5": md5}), lost_ok=True, signals=True
+            )
             if answer is None:
                 self.protocol.answer_lost()
+            elif _expected_offset(answer) is not None:
+                self.protocol.offset_mismatch(_expected_offset(answer))
             else:
-                self.protocol.finalized(self._record(answer))
+                self.protocol.finalized(self._record(answer.raise_for_status()))
         elif isinstance(action, CheckState):
             answer = self._send(lambda: self._request("GET", action.url))
             self.protocol.state_received(self._record(answer))
@@ -277,7 +281,6 @@ class _Upload:
             if answer is None:  # the answer was lost: ask the server where it stands
                 self.protocol.answer_lost()
                 return
-            detail = answer.detail
             if answer.status < 400:
                 self.protocol.chunk_stored(self._record(answer))
                 self.lost_answers = self.up.retry
@@ -285,16 +288,16 @@ class _Upload:
                 self.hasher.forget_below(self.protocol.offset)
                 self._progress(self.protocol.offset)
                 return
-            if isinstance(detail, dict) and "expected_offset" in detail and action.url is not None:
-                self.protocol.offset_mismatch(detail["expected_offset"])
+            if _expected_offset(answer) is not None and action.url is not None:
+                self.protocol.offset_mismatch(_expected_offset(answer))
                 return
-            if _says(detail, "chunk checksum mismatch") and attempt < CHUNK_CHECKSUM_RETRIES:
+            if _says(answer.detail, "chunk checksum mismatch") and attempt < CHUNK_CHECKSUM_RETRIES:
                 # The server saw other bytes than we hashed: the wire or the file.
                 if self.hasher.rehash(chunk).md5 != digest.md5:
                     raise FileChangedError(f"{self.source.path} changed while it was being uploaded")
                 continue
             answer.raise_for_status()
-            raise ProtocolError(f"unexpected answer {answer.status} to a chunk: {detail!r}")
+            raise ProtocolError(f"unexpected answer {answer.status} to a chunk: {answer.detail!r}")
         raise ProtocolError(f"the server rejected the checksum of bytes {chunk.start}-{chunk.end} repeatedly")
 
     def _resumable_url(self, entry: JournalEntry | None) -> str | None:
@@ -458,6 +461,12 @@ class _Upload:
             ).with_upload(self.protocol.url, self.protocol.offset)
         self._progress(self.source.size)
         return record
+
+
+def _expected_offset(answer: Response) -> Any:
+    """The offset a 400 says the server holds (the re-alignment signal), or None."""
+    detail = answer.detail if answer.status == 400 else None
+    return detail.get("expected_offset") if isinstance(detail, dict) else None
 
 
 def _says(detail: Any, message: str) -> bool:

@@ -55,6 +55,14 @@ def test_realigns_on_expected_offset_backwards_and_forwards() -> None:
     assert p.next_action() == Finalize(URL)
 
 
+def test_finalize_realigns_when_the_server_lost_bytes() -> None:
+    p = ChunkedUploadProtocol(30, 10)
+    p.chunk_stored(record(30))
+    assert p.next_action() == Finalize(URL)
+    p.offset_mismatch(20)
+    assert p.next_action() == PutChunk(URL, Chunk(20, 30, 30))
+
+
 def test_lost_chunk_answer_is_checked_then_continued() -> None:
     p = ChunkedUploadProtocol(30, 10)
     p.chunk_stored(record(10))
@@ -109,7 +117,7 @@ ILLEGAL = [
     ("append", "finalized", ({"id": 1},)),
     ("append", "state_received", (record(0),)),
     ("finalize", "chunk_stored", (record(10),)),
-    ("finalize", "offset_mismatch", (3,)),
+    ("finalize", "offset_mismatch", (31,)),
     ("check", "chunk_stored", (record(10),)),
     ("check", "answer_lost", ()),
     ("done", "chunk_stored", (record(10),)),
