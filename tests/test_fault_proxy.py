@@ -209,6 +209,17 @@ def test_cut_with_linger_breaks_the_client_before_the_server(upstream: Recording
     assert (upstream.seen[0].received, upstream.seen[0].complete) == (10, False)
 
 
+def test_a_client_gone_mid_body_closes_the_upstream_connection_too(upstream: RecordingServer) -> None:
+    # No fault planned: the client itself breaks off, and the proxy must not keep
+    # (nor leak) the upstream connection it opened for that request.
+    with Proxy(upstream.url) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT) as raw:
+            raw.sendall(b"PUT /up/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"y" * 10)
+            wait_for(lambda: proxy.stats.body_bytes == 10)
+        wait_for(lambda: len(upstream.seen) == 1)  # the server saw the tear while the proxy still runs
+    assert (upstream.seen[0].received, upstream.seen[0].complete) == (10, False)
+
+
 def test_cut_at_zero_bytes_forwards_only_the_head(upstream: RecordingServer) -> None:
     with Proxy(upstream.url, lambda *_: cut_request(0)) as proxy:
         with pytest.raises(requests.ConnectionError):

@@ -383,6 +383,14 @@ def _parse_upstream(upstream: str | tuple[str, int]) -> tuple[str, int]:
 # -- the proxy ----------------------------------------------------------------
 
 
+@dataclass
+class _Link:
+    """One client connection and the upstream connection that currently serves it."""
+
+    client: _Reader
+    upstream: _Reader | None = None
+
+
 class Proxy:
     """A threaded fault-injecting proxy from ``url`` to ``upstream`` (see the module docstring).
 
@@ -459,6 +467,10 @@ class Proxy:
             _shutdown(sock)
         for thread in threads:
             thread.join(timeout)
+        with self._lock:
+            leftovers, self._sockets = list(self._sockets), set()
+        for sock in leftovers:
+            sock.close()  # a handler that did not stop in time must not leak its sockets
         self._listener.close()
         alive = [t.name for t in [self._acceptor, *threads] if t.is_alive()]
         self._listener = self._acceptor = None
@@ -544,28 +556,26 @@ class Proxy:
         sock.close()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream: _Reader | None = None
+        link = _Link(_Reader(client))
         try:
             client.settimeout(self.idle_timeout)
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader = _Reader(client)
-            while not self._stopping.is_set():
-                keep, upstream = self._exchange(reader, upstream)
-                if not keep:
-                    break
+            while not self._stopping.is_set() and self._exchange(link):
+                pass
         except (OSError, _Torn, _Malformed):
             pass  # the client went away or spoke nonsense: drop the connection
         finally:
-            self._close(upstream.sock if upstream is not None else None)
+            self._close(link.upstream.sock if link.upstream is not None else None)
             self._close(client)
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _exchange(self, client: _Reader, upstream: _Reader | None) -> tuple[bool, _Reader | None]:
-        """Relay (or break) one request; returns whether to keep the client's connection, and upstream's."""
+    def _exchange(self, link: _Link) -> bool:
+        """Relay (or break) one request; returns whether to keep the client's connection."""
+        client, upstream = link.client, link.upstream
         raw = client.head()
         if raw is None:
-            return False, upstream
+            return False
         client.sock.settimeout(self.io_timeout)
         head = _parse_head(raw)
         method, path = head.start[0], head.start[1]
@@ -594,11 +604,11 @@ class Proxy:
             )
             note(f"answered {fault.code}")
             client.sock.settimeout(self.idle_timeout)
-            return not head.close, upstream
+            return not head.close
 
         if upstream is not None and not upstream.idle():
             self._close(upstream.sock)
-            upstream = None
+            upstream = link.upstream = None
         if upstream is None:
             try:
                 sock = socket.create_connection(self.upstream, timeout=self.connect_timeout)
@@ -609,10 +619,11 @@ class Proxy:
                 client.sock.sendall(_answer(502, f"fault proxy: upstream unreachable: {error}", close=head.close))
                 note("502 upstream unreachable")
                 client.sock.settimeout(self.idle_timeout)
-                return not head.close, None
+                return not head.close
+            # Kept on the link at once, so that whatever fails next, _serve closes it.
+            upstream = link.upstream = _Reader(self._track(sock))
             sock.settimeout(self.io_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            upstream = _Reader(self._track(sock))
         if fault is not None:
             # Counted once it can take effect: with the upstream down, the answer was a 502 instead.
             self._count_fault(fault)
@@ -636,7 +647,7 @@ class Proxy:
                 if fault.linger:
                     self._close(client.sock)
                     self._stopping.wait(fault.linger)
-                return False, upstream
+                return False
             self._count("forwarded")
             answer, answer_framing = self._upstream_head(upstream, method)
             with self._lock:
@@ -648,7 +659,7 @@ class Proxy:
                 note(f"server answered {answer.start[1]}, not relayed")
                 if isinstance(fault, Stall):
                     self._stopping.wait(fault.seconds)
-                return False, upstream
+                return False
             if isinstance(fault, Stall):
                 note(f"server answered {answer.start[1]}, relayed after {fault.seconds:g} s")
                 self._stopping.wait(fault.seconds)
@@ -664,10 +675,10 @@ class Proxy:
         except _UpstreamBroke:
             self._count("upstream_errors")
             note("upstream broke")
-            return False, upstream
+            return False
         client.sock.settimeout(self.idle_timeout)
         keep = not (head.close or answer.close or answer_framing[0] == "close")
-        return keep, upstream
+        return keep
 
     # Upstream operations raise _UpstreamBroke so that a dead server is told
     # apart from a client that went away.
