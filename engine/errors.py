@@ -31,6 +31,7 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StreamLimitExceededError",
+    "UploadCancelled",
     "UploadIntegrityError",
     "ValidationError",
     "WebSocketError",
@@ -173,6 +174,13 @@ class ProtocolError(ClientError):
 
 class UploadIntegrityError(ClientError):
     """The server stored bytes whose checksum differs from the file's."""
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(status_code=None, detail=detail)
+
+
+class UploadCancelled(ClientError):
+    """The caller stopped the upload; what the server holds stays resumable."""
 
     def __init__(self, detail: Any = None) -> None:
         super().__init__(status_code=None, detail=detail)

@@ -33,6 +33,7 @@ from engine.errors import (
     GoneError,
     NotFoundError,
     ProtocolError,
+    UploadCancelled,
     UploadIntegrityError,
     ValidationError,
 )
@@ -166,18 +167,23 @@ class ChunkedUploader:
         on_progress: ProgressCallback | None = None,
         *,
         url: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Upload one file; returns the server's final record.
 
         With ``url`` (an upload the server already holds part of), the upload
         continues from the server's offset instead of starting anew. With a
         journal, an upload of the same file that an earlier run left
-        unfinished is resumed the same way.
+        unfinished is resumed the same way. Setting ``cancel`` stops the
+        upload before its next request with ``UploadCancelled``; the journal
+        keeps it resumable.
         """
         with MappedFile(path) as source:
-            slot = None if self.journal is None else self.journal.slot(self.collection_url, source.path)
+            # A one-chunk file has nothing to resume: spare it the journal's fsyncs.
+            journaled = self.journal is not None and source.size > self.chunk_size
+            slot = self.journal.slot(self.collection_url, source.path) if journaled else None
             try:
-                return _Upload(self, source, on_progress, url, slot).run()
+                return _Upload(self, source, on_progress, url, slot, cancel).run()
             finally:
                 if slot is not None:
                     slot.release()
@@ -193,12 +199,14 @@ class _Upload:
         on_progress: ProgressCallback | None,
         url: str | None,
         slot: JournalSlot | None,
+        cancel: threading.Event | None = None,
     ):
         self.up = uploader
         self.source = source
         self.on_progress = on_progress
         self.filename = os.path.basename(source.path)
         self.slot = slot
+        self.cancel = cancel
         # The journal entry being kept, and the one being resumed (until its prefix is checked).
         self.entry: JournalEntry | None = None
         self.resuming: JournalEntry | None = None
@@ -216,6 +224,10 @@ class _Upload:
         try:
             while True:
                 action = self.protocol.next_action()
+                if self.cancel is not None and self.cancel.is_set() and not isinstance(action, Done):
+                    raise UploadCancelled(f"upload of {self.source.path} cancelled").with_upload(
+                        self.protocol.url, self.protocol.offset
+                    )
                 if isinstance(action, Done):
                     record = self._verified(action.record)
                     if self.slot is not None:

@@ -78,5 +78,6 @@ def make_file(directory, name: str, size: int) -> tuple:
 
     data = os.urandom(size)
     path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path, data

@@ -98,24 +98,28 @@ class BaseClient:
         data: Any = None,
         files: Mapping[str, Any] | None = None,
         json: Any = None,
+        body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeout = None,
     ) -> Any:
-        """Send one request; returns the parsed JSON (or text, or ``None`` for 204)."""
+        """Send one request; returns the parsed JSON (or text, or ``None`` for 204).
+
+        ``body`` sends a prepared body as it is (with the caller's headers);
+        otherwise ``files`` make a multipart form and ``data``/``json`` JSON.
+        """
         url = self._url(path)
         query = {**self.default_params, **(params or {})}
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query, doseq=True)
         all_headers = {**self._get_headers(), **(headers or {})}
-        body: bytes | None = None
-        if files:
+        if body is None and files:
             fields: dict[str, Any] = {}
             for key, value in (data or {}).items():
                 fields[key] = jsonlib.dumps(value) if isinstance(value, dict) else str(value)
             for key, value in files.items():
                 fields[key] = _file_field(key, value)
             body, all_headers["Content-Type"] = encode_multipart_formdata(fields)
-        elif json is not None or data is not None:
+        elif body is None and (json is not None or data is not None):
             # As synapse-sdk does: a body without files is sent as JSON.
             body = jsonlib.dumps(json if json is not None else data).encode("utf-8")
             all_headers["Content-Type"] = "application/json"

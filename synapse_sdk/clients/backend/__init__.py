@@ -17,12 +17,14 @@ from pathlib import Path
 from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend.core import CoreClientMixin
+from synapse_sdk.clients.backend.data_collection import DataCollectionClientMixin
+from synapse_sdk.clients.backend.ml import MLClientMixin
 from synapse_sdk.clients.base import BaseClient
 
-__all__ = ["BackendClient", "CoreClientMixin"]
+__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin"]
 
 
-class BackendClient(CoreClientMixin, BaseClient):
+class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, BaseClient):
     """Synchronous client for the Synapse backend API; safe to share between threads."""
 
     name = "Backend"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from engine.plan import DEFAULT_CHUNK_SIZE
 from engine.uploader import ChunkedUploader
+from synapse_sdk.clients.backend.batch import BatchProgress, upload_files
 
 __all__ = ["CoreClientMixin"]
 
@@ -23,6 +25,7 @@ class CoreClientMixin:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         on_progress: Callable[[int, int], None] | None = None,
         read_timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Upload a file in chunks and return the server's final record.
 
@@ -32,7 +35,8 @@ class CoreClientMixin:
         after every stored chunk. An upload of the same file that an earlier
         run left unfinished is resumed (see ``BackendClient(journal=...)``).
         ``read_timeout`` overrides the client's read timeout for this upload's
-        requests.
+        requests. Setting ``cancel`` stops the upload (``UploadCancelled``)
+        before its next request, leaving it resumable.
 
         Raises ``FileNotFoundError``/``IsADirectoryError``/``PermissionError``
         for a bad path, ``ValueError`` for a bad ``chunk_size``, and
@@ -54,7 +58,36 @@ class CoreClientMixin:
             retry=self.retry,
             journal=self.journal,
         )
-        return uploader.upload(path, on_progress)
+        return uploader.upload(path, on_progress, cancel=cancel)
+
+    def upload_files(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        concurrency: int = 4,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        recursive: bool = True,
+        skip_existing: bool = False,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+    ) -> dict[str, Any]:
+        """Upload many files (and the files under directories) concurrently.
+
+        Returns ``{"successful": [...], "failed": [...], "skipped": [...],
+        "total": n}``, each entry ``{"file_path", "status", "result" | "error"
+        | "checksum"}``; one file's failure never stops the others. Identical
+        files are sent once (``duplicate_of`` names the one that was); with
+        ``skip_existing``, files whose MD5 the server already holds as data
+        files are skipped. ``on_progress`` receives a ``BatchProgress``.
+        """
+        return upload_files(
+            self,
+            paths,
+            concurrency=concurrency,
+            chunk_size=chunk_size,
+            recursive=recursive,
+            skip_existing=skip_existing,
+            on_progress=on_progress,
+        )
 
     def get_chunked_upload(self, upload_id: str | int) -> dict[str, Any]:
         """The state of a chunked upload (``offset``, ``completed_at``, ...)."""

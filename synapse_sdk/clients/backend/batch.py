@@ -1,0 +1,190 @@
+"""Many files at once over one client's connection pool.
+
+Concurrency is bounded by a number of files in flight; memory is bounded with
+it, whatever the file sizes, because each upload maps at most two 8 MiB
+windows at a time. Identical files (same size and xxh3-128) in one batch are
+uploaded once; with ``skip_existing``, files whose MD5 the server already
+holds are not uploaded at all. One file's failure never stops the others;
+Ctrl-C cancels the uploads in flight at their next request and leaves them
+resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import engine
+from engine.source import MappedFile
+
+__all__ = ["BatchProgress", "collect_files", "upload_files"]
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a batch stands: bytes and files, never moving backwards."""
+
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_failed: int
+    files_total: int
+
+
+def collect_files(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Path]:
+    """Files named, and files under directories named (sorted); missing paths are kept to be reported."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            if not recursive:
+                raise IsADirectoryError(f"{path} is a directory (upload its files recursively, or name them)")
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def _md5_of(path: Path) -> str:
+    md5 = engine.Md5()
+    with MappedFile(path) as source:
+        for window in source.windows(0, source.size):
+            md5.update(window)
+    return md5.hexdigest()
+
+
+def _xxh3_of(path: Path) -> bytes:
+    with MappedFile(path) as source:
+        return source.xxh3_128(0, source.size)
+
+
+class _Progress:
+    """Sums every file's progress into one monotonic ``BatchProgress``."""
+
+    def __init__(self, callback: Callable[[BatchProgress], None] | None, bytes_total: int, files_total: int):
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._done: dict[Path, int] = {}
+        self.bytes_total, self.files_total = bytes_total, files_total
+        self.files_done = self.files_failed = 0
+
+    def file_bytes(self, path: Path) -> Callable[[int, int], None]:
+        def on_progress(done: int, total: int) -> None:
+            with self._lock:
+                self._done[path] = max(self._done.get(path, 0), done)
+            self._report()
+
+        return on_progress
+
+    def file_finished(self, failed: bool) -> None:
+        with self._lock:
+            self.files_done += 1
+            self.files_failed += failed
+        self._report()
+
+    def _report(self) -> None:
+        if self._callback is None:
+            return
+        with self._lock:
+            state = BatchProgress(
+                sum(self._done.values()), self.bytes_total, self.files_done, self.files_failed, self.files_total
+            )
+        self._callback(state)
+
+
+def upload_files(
+    client: Any,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    concurrency: int = 4,
+    chunk_size: int,
+    recursive: bool = True,
+    skip_existing: bool = False,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> dict[str, Any]:
+    """Upload files concurrently with ``client.create_chunked_upload``.
+
+    Returns ``{"successful", "failed", "skipped", "total"}``: lists of
+    ``{"file_path", "status", ...}`` in the order the files were given.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    files = collect_files(paths, recursive=recursive)
+    outcome: dict[int, dict[str, Any]] = {}
+    sizes: dict[int, int] = {}
+    for index, path in enumerate(files):
+        try:
+            sizes[index] = path.stat().st_size
+            if not path.is_file():
+                raise IsADirectoryError(f"not a regular file: {path}")
+        except OSError as error:
+            outcome[index] = {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+    # Identical files upload once: only sizes shared by several files are worth hashing.
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index, size in sizes.items():
+        if index not in outcome:
+            by_size[size].append(index)
+    duplicate_of: dict[int, int] = {}
+    for group in (g for g in by_size.values() if len(g) > 1):
+        first_with: dict[bytes, int] = {}
+        for index in group:
+            first = first_with.setdefault(_xxh3_of(files[index]), index)
+            if first != index:
+                duplicate_of[index] = first
+    todo = [i for i in sizes if i not in outcome and i not in duplicate_of]
+
+    if skip_existing and todo:
+        with ThreadPoolExecutor(concurrency) as pool:
+            checksums = dict(zip(todo, pool.map(lambda i: _md5_of(files[i]), todo), strict=True))
+        held = set(client.verify_data_files_checksums(sorted(set(checksums.values()))).get("checksums", []))
+        for index in [i for i in todo if checksums[i] in held]:
+            outcome[index] = {"file_path": files[index], "status": "skipped", "checksum": checksums[index]}
+        todo = [i for i in todo if i not in outcome]
+
+    progress = _Progress(on_progress, sum(sizes[i] for i in todo), len(files))
+    for entry in outcome.values():
+        progress.file_finished(failed=entry["status"] == "failed")
+    cancel = threading.Event()
+
+    def upload_one(index: int) -> dict[str, Any]:
+        path = files[index]
+        try:
+            result = client.create_chunked_upload(
+                path, chunk_size=chunk_size, on_progress=progress.file_bytes(path), cancel=cancel
+            )
+            return {"file_path": path, "status": "success", "result": result}
+        except Exception as error:  # one file's failure is reported, never raised
+            return {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
+        futures = {pool.submit(upload_one, index): index for index in todo}
+        try:
+            for future in as_completed(futures):
+                outcome[futures[future]] = future.result()
+                progress.file_finished(failed=outcome[futures[future]]["status"] == "failed")
+        except KeyboardInterrupt:
+            # Stop cleanly: no new files, uploads in flight stop at their next
+            # request with their journal intact, then Ctrl-C goes on up.
+            cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+    for index, first in duplicate_of.items():
+        source = outcome[first]
+        outcome[index] = {**source, "file_path": files[index], "duplicate_of": files[first]}
+        progress.file_finished(failed=source["status"] == "failed")
+
+    ordered = [outcome[i] for i in range(len(files))]
+    return {
+        "successful": [r for r in ordered if r["status"] == "success"],
+        "failed": [r for r in ordered if r["status"] == "failed"],
+        "skipped": [r for r in ordered if r["status"] == "skipped"],
+        "total": len(files),
+    }
