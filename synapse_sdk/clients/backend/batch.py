@@ -28,13 +28,17 @@ __all__ = ["BatchProgress", "collect_files", "upload_files"]
 
 @dataclass(frozen=True)
 class BatchProgress:
-    """Where a batch stands: bytes and files, never moving backwards."""
+    """Where a batch stands: bytes and files, never moving backwards.
+
+    ``active`` lists the files in flight as ``(path, bytes done, size)``.
+    """
 
     bytes_done: int
     bytes_total: int
     files_done: int
     files_failed: int
     files_total: int
+    active: tuple[tuple[Path, int, int], ...] = ()
 
 
 def collect_files(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Path]:
@@ -67,23 +71,31 @@ def _xxh3_of(path: Path) -> bytes:
 class _Progress:
     """Sums every file's progress into one monotonic ``BatchProgress``."""
 
-    def __init__(self, callback: Callable[[BatchProgress], None] | None, bytes_total: int, files_total: int):
+    def __init__(self, callback: Callable[[BatchProgress], None] | None, sizes: dict[Path, int], files_total: int):
         self._callback = callback
         self._lock = threading.Lock()
+        self._sizes = sizes
         self._done: dict[Path, int] = {}
-        self.bytes_total, self.files_total = bytes_total, files_total
+        self._active: dict[Path, None] = {}  # insertion-ordered set
+        self.bytes_total, self.files_total = sum(sizes.values()), files_total
         self.files_done = self.files_failed = 0
 
-    def file_bytes(self, path: Path) -> Callable[[int, int], None]:
+    def file_started(self, path: Path) -> Callable[[int, int], None]:
+        """Mark ``path`` in flight; returns its ``on_progress`` callback."""
+        with self._lock:
+            self._active[path] = None
+
         def on_progress(done: int, total: int) -> None:
             with self._lock:
                 self._done[path] = max(self._done.get(path, 0), done)
             self._report()
 
+        self._report()
         return on_progress
 
-    def file_finished(self, failed: bool) -> None:
+    def file_finished(self, path: Path | None, failed: bool) -> None:
         with self._lock:
+            self._active.pop(path, None)
             self.files_done += 1
             self.files_failed += failed
         self._report()
@@ -92,8 +104,14 @@ class _Progress:
         if self._callback is None:
             return
         with self._lock:
+            active = tuple((p, self._done.get(p, 0), self._sizes[p]) for p in self._active)
             state = BatchProgress(
-                sum(self._done.values()), self.bytes_total, self.files_done, self.files_failed, self.files_total
+                sum(self._done.values()),
+                self.bytes_total,
+                self.files_done,
+                self.files_failed,
+                self.files_total,
+                active,
             )
         self._callback(state)
 
@@ -148,16 +166,16 @@ def upload_files(
             outcome[index] = {"file_path": files[index], "status": "skipped", "checksum": checksums[index]}
         todo = [i for i in todo if i not in outcome]
 
-    progress = _Progress(on_progress, sum(sizes[i] for i in todo), len(files))
+    progress = _Progress(on_progress, {files[i]: sizes[i] for i in todo}, len(files))
     for entry in outcome.values():
-        progress.file_finished(failed=entry["status"] == "failed")
+        progress.file_finished(None, failed=entry["status"] == "failed")
     cancel = threading.Event()
 
     def upload_one(index: int) -> dict[str, Any]:
         path = files[index]
         try:
             result = client.create_chunked_upload(
-                path, chunk_size=chunk_size, on_progress=progress.file_bytes(path), cancel=cancel
+                path, chunk_size=chunk_size, on_progress=progress.file_started(path), cancel=cancel
             )
             return {"file_path": path, "status": "success", "result": result}
         except Exception as error:  # one file's failure is reported, never raised
@@ -167,8 +185,8 @@ def upload_files(
         futures = {pool.submit(upload_one, index): index for index in todo}
         try:
             for future in as_completed(futures):
-                outcome[futures[future]] = future.result()
-                progress.file_finished(failed=outcome[futures[future]]["status"] == "failed")
+                entry = outcome[futures[future]] = future.result()
+                progress.file_finished(entry["file_path"], failed=entry["status"] == "failed")
         except KeyboardInterrupt:
             # Stop cleanly: no new files, uploads in flight stop at their next
             # request with their journal intact, then Ctrl-C goes on up.
@@ -179,7 +197,7 @@ def upload_files(
     for index, first in duplicate_of.items():
         source = outcome[first]
         outcome[index] = {**source, "file_path": files[index], "duplicate_of": files[first]}
-        progress.file_finished(failed=source["status"] == "failed")
+        progress.file_finished(None, failed=source["status"] == "failed")
 
     ordered = [outcome[i] for i in range(len(files))]
     return {
