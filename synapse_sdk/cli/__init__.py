@@ -1,6 +1,6 @@
-"""``synapse-upload``: upload files, or serve the reference server.
+"""``synapse-upload``: upload files, serve the reference server, or clean it up.
 
-``synapse-upload upload FILE...`` sends files to the backend named by
+``synapse-upload upload PATH...`` sends files to the backend named by
 ``--host``/``SYNAPSE_HOST``; with no host it starts the reference server on
 loopback in the background and uploads there, so it works out of the box.
 Errors are one line a person can act on; ``--debug`` shows the traceback.
@@ -9,19 +9,15 @@ Errors are one line a person can act on; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import secrets
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
 
 from engine.errors import ClientError
 from engine.plan import DEFAULT_CHUNK_SIZE
+from synapse_sdk.cli.upload import UsageError
 
 __all__ = ["main"]
 
@@ -38,18 +34,29 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synapse-upload", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    upload = commands.add_parser("upload", help="upload files with chunked upload")
-    upload.add_argument("paths", nargs="+", type=Path, metavar="FILE")
+    upload = commands.add_parser("upload", help="upload files, directories (-r) and globs")
+    upload.add_argument("paths", nargs="+", metavar="PATH", help="files, directories with -r, or globs ('data/*.zip')")
+    upload.add_argument("-r", "--recursive", action="store_true", help="upload the files under directories")
     upload.add_argument("--host", default=os.environ.get("SYNAPSE_HOST"), help="backend URL (env SYNAPSE_HOST)")
     upload.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
     upload.add_argument("--tenant", default=os.environ.get("SYNAPSE_TENANT"), help="env SYNAPSE_TENANT")
+    upload.add_argument("--concurrency", type=_positive_int, default=4, help="files in flight at once (default 4)")
     upload.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="default 50MiB")
-    upload.add_argument("--json", action="store_true", help="print results as JSON")
+    upload.add_argument("--no-resume", action="store_true", help="do not journal or resume unfinished uploads")
+    upload.add_argument("--skip-existing", action="store_true", help="skip files whose MD5 the server holds")
+    upload.add_argument("--data-collection", type=_positive_int, metavar="ID", help="bind files to data units")
+    upload.add_argument("--json", action="store_true", help="print results as JSON on stdout")
 
     # The server's parsers, imported only when a server flag is used: importing
     # the server (cheroot, SQLite) would slow every `upload` down.
@@ -82,61 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _upload(args: argparse.Namespace) -> int:
-    from synapse_sdk.clients.backend import BackendClient
-
-    for path in args.paths:
-        if not path.exists():
-            raise SystemExit(f"synapse-upload: no such file: {path}")
-        if not path.is_file():
-            raise SystemExit(f"synapse-upload: not a regular file: {path}")
-    with ExitStack() as stack:
-        host, token = args.host, args.token
-        if not host:
-            from synapse_sdk.server import ReferenceServer
-
-            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="synapse-upload-")))
-            token = secrets.token_urlsafe(16)
-            server = stack.enter_context(ReferenceServer(data_dir, tokens={token: "local"}))
-            host = server.base_url
-            print(f"No --host given: uploading to a reference server at {host} (data in {data_dir})", file=sys.stderr)
-        elif not token:
-            raise SystemExit("synapse-upload: --token (or SYNAPSE_ACCESS_TOKEN) is required with --host")
-        client = stack.enter_context(BackendClient(host, access_token=token, tenant=args.tenant))
-        results = []
-        for path in args.paths:
-            started = time.perf_counter()
-            record = client.create_chunked_upload(path, chunk_size=args.chunk_size, on_progress=_progress(path))
-            seconds = time.perf_counter() - started
-            size = path.stat().st_size
-            results.append(
-                {
-                    "path": str(path),
-                    "id": record.get("id"),
-                    "checksum": record.get("checksum"),
-                    "size": size,
-                    "seconds": round(seconds, 3),
-                }
-            )
-            if not args.json:
-                rate = size / seconds / 1e6 if seconds > 0 else float("inf")
-                print(f"{path}: id={record.get('id')} checksum={record.get('checksum')} size={size} ({rate:.0f} MB/s)")
-        if args.json:
-            print(json.dumps(results, indent=2))
-    return 0
-
-
-def _progress(path: Path):
-    if not sys.stderr.isatty():
-        return None
-
-    def show(done: int, total: int) -> None:
-        end = "\n" if done >= total else ""
-        print(f"\r{path.name}: {done / max(total, 1):6.1%} of {total / 1e6:.1f} MB", end=end, file=sys.stderr)
-
-    return show
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -166,7 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_cleanup(args.data_dir, args.expire_after)
             return 0
-        return _upload(args)
+        from synapse_sdk.cli.upload import run_upload
+
+        return run_upload(args)
+    except UsageError as error:
+        if args.debug:
+            raise
+        print(f"synapse-upload: {error}", file=sys.stderr)
+        return 2
     except (ClientError, OSError, ValueError) as error:
         if args.debug:
             raise
