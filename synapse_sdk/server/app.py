@@ -2,13 +2,15 @@
 
 Routing, authentication, per-token rate limits, the checks of the
 protocol's section 2 in their order, the idempotent-create extension, the
-``/_stats/`` counters, and JSON answers. Records and bytes go through
-``store``; request bodies go through the streaming ``multipart`` parser block
-by block.
+``/_stats/`` counters, the routes around the upload (data files,
+collections, units, models, tasks: "Around the upload" in PROTOCOL.md), and
+JSON answers. Upload records and bytes go through ``store``, the records
+around them through ``catalog``; request bodies go through the streaming
+``multipart`` parser block by block.
 
 It must never read a whole chunk into memory, never answer 500 to a malformed
 request (every bad input gets a 4xx whose ``detail`` says what was wrong), and
-never reveal another owner's upload (``404``, never ``403``).
+never reveal another owner's upload or record (``404``, never ``403``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
+from synapse_sdk.server.catalog import (
+    Catalog,
+    Collection,
+    DataFile,
+    DataUnit,
+    Invalid,
+    Model,
+    Task,
+    check_depth,
+    parse_checksums,
+    parse_collection,
+    parse_id,
+    parse_model,
+    parse_tasks,
+    parse_units,
+)
 from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.multipart import (
     MultipartError,
@@ -50,6 +68,14 @@ MAX_FORM_BYTES: Final = 1 << 20
 
 _ROUTE: Final = re.compile(r"/chunked_upload(?:/([^/]+))?/?")
 _STATS_ROUTE: Final = re.compile(r"/_stats/?")
+_CATALOG_ROUTE: Final = re.compile(r"/(data_files|data_collections|data_units|models|tasks)(?:/([^/]+))?/?")
+_NOUNS: Final = {
+    "data_files": "data file",
+    "data_collections": "data collection",
+    "data_units": "data unit",
+    "models": "model",
+    "tasks": "task",
+}
 # 18 digits keep every number inside SQLite's 64-bit integers.
 _UPLOAD_ID: Final = re.compile(r"[0-9]{1,18}")
 # The extension's key is opaque to the server: any printable ASCII.
@@ -59,6 +85,10 @@ _HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
 
 Header = tuple[str, str]
 StartResponse = Callable[[str, list[Header]], Any]
+# A JSON answer: an object, or a list (the created data units and tasks).
+Payload = dict[str, object] | list[object]
+Handler = Callable[["_Request"], tuple[int, Payload]]
+_Record = TypeVar("_Record")
 
 
 class HttpError(Exception):
@@ -119,7 +149,7 @@ class _Request:
     environ: Mapping[str, Any]
     body: _Body
     owner: Owner
-    upload_id: int | None
+    id: int | None  # the id in the URL: an upload's, or a record's of the route's kind
 
 
 @dataclass(slots=True)
@@ -149,14 +179,29 @@ class UploadApp:
         self._max_upload_size = max_upload_size
         self._block_size = block_size
         self._rate_limiter = rate_limiter
+        self._catalog = Catalog(store)  # creates its tables when missing
+        # Per kind of record: the handlers of its list URL and of an item's URL.
+        self._catalog_routes: dict[str, tuple[dict[str, Handler], dict[str, Handler]]] = {
+            "data_files": ({"POST": self._create_data_file}, {"GET": self._get_data_file}),
+            "data_collections": (
+                {"GET": self._list_collections, "POST": self._create_collection},
+                {"GET": self._get_collection},
+            ),
+            "data_units": ({"POST": self._create_data_units}, {"GET": self._get_data_unit}),
+            "models": ({"GET": self._list_models, "POST": self._create_model}, {"GET": self._get_model}),
+            "tasks": ({"POST": self._create_tasks}, {"GET": self._get_task}),
+        }
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         body = _Body(environ, self._block_size)
         headers: list[Header] = []
+        payload: Payload
         try:
             status, payload = self._dispatch(environ, body)
         except HttpError as error:
             status, payload, headers = error.status, error.body, error.headers
+        except Invalid as error:  # a record's content, refused by catalog
+            status, payload = 400, {"detail": str(error)}
         except OSError as error:
             # The chunk was truncated away on the way out; the client may retry later.
             if error.errno == errno.EDQUOT:  # the user's quota here, or the file system's
@@ -178,17 +223,26 @@ class UploadApp:
         # would be read as the next answer on a kept-alive connection.
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]
 
-    def _dispatch(self, environ: Mapping[str, Any], body: _Body) -> tuple[int, dict[str, object]]:
+    def _dispatch(self, environ: Mapping[str, Any], body: _Body) -> tuple[int, Payload]:
         owner = self._authenticate(environ)
         path = environ.get("PATH_INFO", "")
         route = _ROUTE.fullmatch(path)
         raw_id = None if route is None else route.group(1)
+        noun = "upload"
+        handlers: Mapping[str, Handler]
         if route is not None and raw_id is None:
             handlers = {"PUT": self._create, "POST": self._upload_whole}
         elif route is not None:
             handlers = {"GET": self._state, "PUT": self._append, "POST": self._finalize}
         elif _STATS_ROUTE.fullmatch(path):
             handlers = {"GET": self._stats}
+        elif (catalog := _CATALOG_ROUTE.fullmatch(path)) is not None:
+            kind, raw_id = catalog.groups()
+            noun = _NOUNS[kind]
+            if kind == "data_files" and raw_id == "verify_checksums":
+                handlers, raw_id = {"POST": self._verify_checksums}, None
+            else:
+                handlers = self._catalog_routes[kind][raw_id is not None]
         else:
             raise HttpError(404, "Not found.")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -196,7 +250,7 @@ class UploadApp:
         if handler is None:
             raise HttpError(405, f'Method "{method}" not allowed.', [("Allow", ", ".join(handlers))])
         if raw_id is not None and not _UPLOAD_ID.fullmatch(raw_id):
-            raise HttpError(400, f"malformed upload id {raw_id[:40]!r}: expected a decimal number of 1 to 18 digits")
+            raise HttpError(400, f"malformed {noun} id {raw_id[:40]!r}: expected a decimal number of 1 to 18 digits")
         return handler(_Request(environ, body, owner, None if raw_id is None else int(raw_id)))
 
     def _authenticate(self, environ: Mapping[str, Any]) -> Owner:
@@ -305,6 +359,95 @@ class UploadApp:
         return 200, self._record(request, upload)
 
     def _upload_whole(self, request: _Request) -> tuple[int, dict[str, object]]:
+        _, upload = self._store_whole(request, _check_whole_upload)
+        if upload is None:
+            raise HttpError(400, "No file was submitted (the form needs a 'file' part)")
+        return 200, self._record(request, upload)
+
+    # -- handlers around the upload (catalog) -----------------------------------
+
+    def _create_data_file(self, request: _Request) -> tuple[int, Payload]:
+        kind, _ = parse_options_header(request.environ.get("CONTENT_TYPE", ""))
+        if kind == "multipart/form-data":
+            # A small file posted whole is stored as a complete upload of its own.
+            form, upload = self._store_whole(request, _check_whole_data_file)
+            fields: Mapping[str, object] = form.fields
+        else:
+            upload, fields = None, self._read_fields(request)
+        if upload is None:
+            if "chunked_upload" not in fields:
+                detail = "give 'chunked_upload' (the id of a complete chunked upload) or a multipart 'file' part"
+                raise HttpError(400, detail)
+            upload = self._complete_upload(request, fields["chunked_upload"])
+        return 201, _data_file_record(self._catalog.add_data_file(request.owner, upload))
+
+    def _get_data_file(self, request: _Request) -> tuple[int, Payload]:
+        return 200, _data_file_record(_found(self._catalog.data_file(request.owner, _item(request))))
+
+    def _verify_checksums(self, request: _Request) -> tuple[int, Payload]:
+        checksums = parse_checksums(self._read_json(request))
+        held = self._catalog.held_checksums(request.owner, {checksum.lower() for checksum in checksums})
+        return 200, {
+            "checksums": [checksum for checksum in checksums if checksum.lower() in held],
+            "missing": [checksum for checksum in checksums if checksum.lower() not in held],
+        }
+
+    def _list_collections(self, request: _Request) -> tuple[int, Payload]:
+        expand = _expanded(request.environ)
+        results: list[object] = [_collection_record(each, expand) for each in self._catalog.collections(request.owner)]
+        return 200, {"count": len(results), "results": results}
+
+    def _get_collection(self, request: _Request) -> tuple[int, Payload]:
+        collection = _found(self._catalog.collection(request.owner, _item(request)))
+        return 200, _collection_record(collection, _expanded(request.environ))
+
+    def _create_collection(self, request: _Request) -> tuple[int, Payload]:
+        name, specs = parse_collection(self._read_json(request))
+        return 201, _collection_record(self._catalog.add_collection(request.owner, name, specs), expand=True)
+
+    def _create_data_units(self, request: _Request) -> tuple[int, Payload]:
+        units = self._catalog.add_data_units(request.owner, parse_units(self._read_json(request)))
+        return 201, [_unit_record(unit) for unit in units]
+
+    def _get_data_unit(self, request: _Request) -> tuple[int, Payload]:
+        return 200, _unit_record(_found(self._catalog.data_unit(request.owner, _item(request))))
+
+    def _create_model(self, request: _Request) -> tuple[int, Payload]:
+        fields = self._read_fields(request)
+        check_depth(fields)  # the fields are echoed in every answer about the model
+        name, upload_id, kept = parse_model(fields)
+        upload = self._complete_upload(request, upload_id)
+        return 201, _model_record(self._catalog.add_model(request.owner, name, upload, kept))
+
+    def _get_model(self, request: _Request) -> tuple[int, Payload]:
+        return 200, _model_record(_found(self._catalog.model(request.owner, _item(request))))
+
+    def _list_models(self, request: _Request) -> tuple[int, Payload]:
+        results: list[object] = [_model_record(model) for model in self._catalog.models(request.owner)]
+        return 200, {"count": len(results), "results": results}
+
+    def _create_tasks(self, request: _Request) -> tuple[int, Payload]:
+        project, unit_ids = parse_tasks(self._read_json(request))
+        return 201, [_task_record(task) for task in self._catalog.add_tasks(request.owner, project, unit_ids)]
+
+    def _get_task(self, request: _Request) -> tuple[int, Payload]:
+        return 200, _task_record(_found(self._catalog.task(request.owner, _item(request))))
+
+    # -- helpers -------------------------------------------------------------
+
+    def _find(self, request: _Request) -> Upload:
+        assert request.id is not None
+        upload = self._store.get(request.id, request.owner)
+        if upload is None:
+            raise HttpError(404, "Not found.")
+        return upload
+
+    def _store_whole(self, request: _Request, check: Callable[[_Form, str], None]) -> tuple[_Form, Upload | None]:
+        """Stream a multipart body's ``file`` part into a new upload and complete it.
+
+        ``check(form, md5)`` may refuse the file (raise) before it is kept.
+        Without a ``file`` part nothing is kept and the upload is None.
+        """
         reserved = self._store.reserve(request.owner, 0)
         upload = None
         # Held so that no request can touch the upload between commit and complete.
@@ -313,26 +456,29 @@ class UploadApp:
                 with self._store.append(reserved, limit=self._max_upload_size, verify=False) as chunk:
                     form = self._receive(request, chunk)
                     if form.file is None:
-                        raise HttpError(400, "No file was submitted (the form needs a 'file' part)")
+                        return form, None
                     self._check_limit(chunk.received)
-                    md5 = _md5_field(form.fields)
-                    if chunk.running.hexdigest() != md5:
-                        raise HttpError(400, "checksum does not match")
+                    md5 = chunk.running.hexdigest()
+                    check(form, md5)
                     filename = form.fields.get("filename") or form.file.filename or ""
                     upload = self._store.commit(chunk, filename=_filename(filename), total=chunk.size)
             finally:
                 if upload is None:
                     self._store.discard(reserved)
-            upload = self._store.complete(upload, md5)
-        return 200, self._record(request, upload)
+            return form, self._store.complete(upload, md5)
 
-    # -- helpers -------------------------------------------------------------
-
-    def _find(self, request: _Request) -> Upload:
-        assert request.upload_id is not None
-        upload = self._store.get(request.upload_id, request.owner)
+    def _complete_upload(self, request: _Request, value: object) -> Upload:
+        """The owner's complete upload named by a ``chunked_upload`` field, or a 400."""
+        upload_id = parse_id("chunked_upload", value)
+        upload = self._store.get(upload_id, request.owner)
         if upload is None:
-            raise HttpError(404, "Not found.")
+            raise HttpError(400, f"chunked upload {upload_id} not found or not complete")
+        if not upload.complete:
+            detail = (
+                f"chunked upload {upload_id} not found or not complete: {upload.offset} of {upload.total} bytes"
+                " received and not finalized"
+            )
+            raise HttpError(400, detail)
         return upload
 
     def _check_limit(self, total: int) -> None:
@@ -382,20 +528,30 @@ class UploadApp:
             return dict(self._receive(request, None).fields)
         if kind not in ("", "application/x-www-form-urlencoded", "application/json"):
             raise HttpError(415, f'Unsupported media type "{kind}" in request.')
-        raw = bytearray()
-        for data, count in request.body.blocks():
-            if len(raw) + count > MAX_FORM_BYTES:
-                raise HttpError(413, f"a form body is limited to {MAX_FORM_BYTES} bytes")
-            raw += memoryview(data)[:count]
+        raw = self._read_small(request)
         if kind == "application/json":
-            try:
-                value = json.loads(raw)
-            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-                raise HttpError(400, "malformed JSON body") from None
+            value = _parse_json(raw)
             if not isinstance(value, dict):
                 raise HttpError(400, "the JSON body must be an object")
             return value
         return dict(parse_qsl(_decode_field("body", raw), keep_blank_values=True))
+
+    def _read_json(self, request: _Request) -> object:
+        """A small JSON body (object or list), not nested past ``catalog.MAX_JSON_DEPTH``."""
+        kind, _ = parse_options_header(request.environ.get("CONTENT_TYPE", ""))
+        if kind != "application/json":
+            raise HttpError(415, f'Unsupported media type "{kind}" in request: send JSON (application/json).')
+        value = _parse_json(self._read_small(request))
+        check_depth(value)
+        return value
+
+    def _read_small(self, request: _Request) -> bytearray:
+        raw = bytearray()
+        for data, count in request.body.blocks():
+            if len(raw) + count > MAX_FORM_BYTES:
+                raise HttpError(413, f"a form or JSON body is limited to {MAX_FORM_BYTES} bytes")
+            raw += memoryview(data)[:count]
+        return raw
 
     def _record(self, request: _Request, upload: Upload) -> dict[str, object]:
         record: dict[str, object] = {
@@ -411,6 +567,105 @@ class UploadApp:
         if upload.complete:
             record.update(file=str(upload.path), checksum=upload.checksum, size=upload.total)
         return record
+
+
+def _check_whole_upload(form: _Form, md5: str) -> None:
+    if _md5_field(form.fields) != md5:
+        raise HttpError(400, "checksum does not match")
+
+
+def _check_whole_data_file(form: _Form, md5: str) -> None:
+    if "chunked_upload" in form.fields:
+        raise HttpError(400, "give either a 'file' part or a 'chunked_upload' field, not both")
+    # The md5 field is optional here; given, it is checked.
+    if form.fields.get("md5") and _md5_field(form.fields) != md5:
+        raise HttpError(400, "checksum does not match")
+
+
+def _parse_json(raw: bytes | bytearray) -> object:
+    try:
+        # NaN, Infinity and overflowing numbers are not JSON: answers echo values.
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        raise HttpError(400, "malformed JSON body") from None
+
+
+def _not_json(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _item(request: _Request) -> int:
+    assert request.id is not None
+    return request.id
+
+
+def _found(record: _Record | None) -> _Record:
+    if record is None:
+        raise HttpError(404, "Not found.")
+    return record
+
+
+def _expanded(environ: Mapping[str, Any]) -> bool:
+    """Whether ``?expand=`` (comma-separated, repeatable) names ``file_specifications``."""
+    query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    return any("file_specifications" in value.split(",") for key, value in query if key == "expand")
+
+
+def _data_file_record(data_file: DataFile) -> dict[str, object]:
+    return {
+        "id": data_file.id,
+        "file": str(data_file.path),
+        "checksum": data_file.checksum,
+        "size": data_file.size,
+        "created_at": _timestamp(data_file.created_at),
+    }
+
+
+def _collection_record(collection: Collection, expand: bool) -> dict[str, object]:
+    specs = collection.file_specifications
+    return {
+        "id": collection.id,
+        "name": collection.name,
+        "file_specifications": [
+            {"name": spec.name, "is_required": spec.is_required, "file_type": spec.file_type} if expand else spec.name
+            for spec in specs
+        ],
+        "created_at": _timestamp(collection.created_at),
+    }
+
+
+def _unit_record(unit: DataUnit) -> dict[str, object]:
+    return {
+        "id": unit.id,
+        "data_collection": unit.data_collection,
+        "files": unit.files,
+        "meta": unit.meta,
+        "groups": unit.groups,
+        "created_at": _timestamp(unit.created_at),
+    }
+
+
+def _model_record(model: Model) -> dict[str, object]:
+    return {
+        "id": model.id,
+        "name": model.name,
+        **model.fields,
+        "file": str(model.path),
+        "checksum": model.checksum,
+        "size": model.size,
+        "created_at": _timestamp(model.created_at),
+    }
+
+
+def _task_record(task: Task) -> dict[str, object]:
+    return {"id": task.id, "project": task.project, "data_unit": task.data_unit}
 
 
 def _token(value: str) -> str | None:

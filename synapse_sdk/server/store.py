@@ -1,6 +1,7 @@
 """Upload records in SQLite and upload bytes on disk, for the reference server.
 
-``data_dir/uploads.sqlite3`` holds one row per upload; ``data_dir/uploads/<id>.part``
+``data_dir/uploads.sqlite3`` holds one row per upload (and, in tables of their
+own, the records of ``catalog``, through ``transaction``); ``data_dir/uploads/<id>.part``
 holds an upload's bytes while it is open, ``<id>.done`` once it is complete.
 Files are named by id only: a client's filename lives in SQLite and never
 reaches the file system. Each open upload's running whole-file MD5 is kept in
@@ -455,6 +456,27 @@ class Store:
             # No request changes a complete upload, so its lock can go too.
             self._live.pop(upload.id, None)
         return self._reload(upload.id)
+
+    def completed_path(self, upload_id: int) -> Path:
+        """Where a complete upload's bytes are (for records that refer to the upload)."""
+        return self._path(upload_id, COMPLETE)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The database connection, held alone, inside one transaction: committed on exit, rolled back on error.
+
+        For the records kept beside the uploads (``catalog``); uploads themselves never need one.
+        """
+        with self._database() as db:
+            db.execute("BEGIN")
+            try:
+                yield db
+                db.execute("COMMIT")
+            finally:
+                # An error, or a COMMIT that failed (a full disk): leave no
+                # transaction open for the next user of the connection.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
 
     def cleanup_expired(self, now: datetime) -> list[Upload]:
         """Delete the open uploads expired at ``now``, file and record; return them as they were."""

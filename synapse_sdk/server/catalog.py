@@ -1,0 +1,612 @@
+"""The records around the upload, for the reference server: data files, collections, units, models, tasks.
+
+They are tables in the store's SQLite database, created at start when
+missing (a data directory from before them just gains them), and every
+record belongs to one owner (user and tenant) like an upload. Data files and
+models never hold bytes of their own: each refers to a complete upload, whose
+file is theirs (a small file posted whole is stored as an upload first).
+
+Ids are global and never reused, except for data collections: those are
+numbered per owner, so that every owner has their own collection ``1``
+("default"), made on the owner's first use of collections or units.
+
+The ``parse_*`` functions turn a request's decoded JSON into plain values or
+raise ``Invalid`` with a message that says what was wrong; ``Catalog`` takes
+those values. Neither knows HTTP, and a request's references (a collection, a
+checksum, a unit) are checked inside the transaction that writes, so a
+refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+from synapse_sdk.server.store import Owner, Store, Upload
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "MAX_ITEMS",
+    "MAX_JSON_DEPTH",
+    "SERVER_MODEL_FIELDS",
+    "Catalog",
+    "Collection",
+    "DataFile",
+    "DataUnit",
+    "FileSpec",
+    "Invalid",
+    "Model",
+    "NewUnit",
+    "Task",
+    "check_depth",
+    "parse_checksums",
+    "parse_collection",
+    "parse_id",
+    "parse_model",
+    "parse_tasks",
+    "parse_units",
+]
+
+#: The number every owner's default collection has.
+DEFAULT_COLLECTION: Final = 1
+#: Checksums per verify request, units and tasks per create request.
+MAX_ITEMS: Final = 10_000
+#: Nesting of a request's JSON (a unit's ``meta``, a model's fields): answers
+#: echo it, and json.dumps recurses, so depth must stay far below the recursion limit.
+MAX_JSON_DEPTH: Final = 64
+#: Model fields the server sets; a request may not give them.
+SERVER_MODEL_FIELDS: Final = frozenset({"id", "file", "checksum", "size", "created_at"})
+
+_DEFAULT_SPECS: Final = '[{"name": "primary", "is_required": false, "file_type": "any"}]'
+# Ids stay inside SQLite's 64-bit integers, as the upload ids in URLs do.
+_MAX_ID: Final = 10**18 - 1
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+_HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS data_files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        upload_id INTEGER NOT NULL,
+        checksum TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS data_files_checksum ON data_files (user, tenant, checksum)",
+    """CREATE TABLE IF NOT EXISTS data_collections (
+        user TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        file_specifications TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user, tenant, number)
+    )""",
+    """CREATE TABLE IF NOT EXISTS data_units (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        collection INTEGER NOT NULL,
+        files TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        groups TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS models (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        upload_id INTEGER NOT NULL,
+        checksum TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        project INTEGER NOT NULL,
+        data_unit INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+)
+
+
+class Invalid(ValueError):
+    """A request's content is not acceptable; the message says what was wrong (a 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    name: str
+    is_required: bool
+    file_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """A data collection; ``id`` is its number among its owner's collections."""
+
+    id: int
+    name: str
+    file_specifications: tuple[FileSpec, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DataFile:
+    id: int
+    path: Path
+    checksum: str
+    size: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewUnit:
+    """A unit as a request describes it, validated in form but not yet against the owner's records."""
+
+    data_collection: int
+    files: dict[str, dict[str, Any]]
+    meta: dict[str, Any]
+    groups: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DataUnit:
+    id: int
+    data_collection: int
+    files: dict[str, dict[str, Any]]
+    meta: dict[str, Any]
+    groups: list[Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: int
+    name: str
+    path: Path
+    checksum: str
+    size: int
+    fields: dict[str, Any]  # the other fields the request gave, ``chunked_upload`` among them
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: int
+    project: int
+    data_unit: int
+    created_at: datetime
+
+
+class Catalog:
+    """The records of ``store``'s database; safe to share between threads (it uses the store's connection)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        with store.transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    # -- data files ----------------------------------------------------------
+
+    def add_data_file(self, owner: Owner, upload: Upload) -> DataFile:
+        """A new data file of ``owner`` whose bytes are the complete ``upload``'s file."""
+        assert upload.complete and upload.checksum is not None
+        now = _now()
+        with self._store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO data_files (user, tenant, upload_id, checksum, size, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (owner.user, owner.tenant, upload.id, upload.checksum, upload.total, now.isoformat()),
+            )
+        assert cursor.lastrowid is not None
+        return DataFile(cursor.lastrowid, upload.path, upload.checksum, upload.total, now)
+
+    def data_file(self, owner: Owner, file_id: int) -> DataFile | None:
+        with self._store.transaction() as db:
+            row = db.execute(
+                "SELECT id, upload_id, checksum, size, created_at FROM data_files"
+                " WHERE id = ? AND user = ? AND tenant = ?",
+                (file_id, owner.user, owner.tenant),
+            ).fetchone()
+        if row is None:
+            return None
+        file_id, upload_id, checksum, size, created = row
+        return DataFile(file_id, self._store.completed_path(upload_id), checksum, size, _time(created))
+
+    def held_checksums(self, owner: Owner, checksums: Iterable[str]) -> set[str]:
+        """Those of ``checksums`` (lower-case hex) that ``owner`` holds as data files."""
+        with self._store.transaction() as db:
+            return _held(db, owner, list(checksums))
+
+    # -- data collections ------------------------------------------------------
+
+    def collections(self, owner: Owner) -> list[Collection]:
+        with self._store.transaction() as db:
+            _ensure_default(db, owner)
+            rows = db.execute(
+                "SELECT number, name, file_specifications, created_at FROM data_collections"
+                " WHERE user = ? AND tenant = ? ORDER BY number",
+                (owner.user, owner.tenant),
+            ).fetchall()
+        return [_collection(row) for row in rows]
+
+    def collection(self, owner: Owner, number: int) -> Collection | None:
+        with self._store.transaction() as db:
+            _ensure_default(db, owner)
+            row = db.execute(
+                "SELECT number, name, file_specifications, created_at FROM data_collections"
+                " WHERE user = ? AND tenant = ? AND number = ?",
+                (owner.user, owner.tenant, number),
+            ).fetchone()
+        return None if row is None else _collection(row)
+
+    def add_collection(self, owner: Owner, name: str, specs: Iterable[FileSpec]) -> Collection:
+        specs = tuple(specs)
+        encoded = json.dumps([_spec_record(spec) for spec in specs])
+        now = _now()
+        with self._store.transaction() as db:
+            _ensure_default(db, owner)
+            query = "SELECT MAX(number) FROM data_collections WHERE user = ? AND tenant = ?"
+            (number,) = db.execute(query, (owner.user, owner.tenant)).fetchone()
+            number += 1
+            db.execute(
+                "INSERT INTO data_collections (user, tenant, number, name, file_specifications, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (owner.user, owner.tenant, number, name, encoded, now.isoformat()),
+            )
+        return Collection(number, name, specs, now)
+
+    # -- data units ----------------------------------------------------------
+
+    def add_data_units(self, owner: Owner, units: list[NewUnit]) -> list[DataUnit]:
+        """Create all of ``units`` or, raising ``Invalid`` for the first bad reference, none."""
+        now = _now()
+        created = []
+        with self._store.transaction() as db:
+            _ensure_default(db, owner)
+            query = "SELECT number FROM data_collections WHERE user = ? AND tenant = ?"
+            collections = {number for (number,) in db.execute(query, (owner.user, owner.tenant))}
+            wanted = [entry["checksum"] for unit in units for entry in unit.files.values()]
+            held = _held(db, owner, wanted)
+            for index, unit in enumerate(units):
+                where = "" if len(units) == 1 else f"unit {index}: "
+                if unit.data_collection not in collections:
+                    raise Invalid(f"{where}data collection {unit.data_collection} not found")
+                for name, entry in unit.files.items():
+                    if entry["checksum"] not in held:
+                        raise Invalid(
+                            f"{where}file {name[:80]!r}: no data file with checksum {entry['checksum']}"
+                            " (create it with POST data_files/ first)"
+                        )
+                files, meta, groups = json.dumps(unit.files), json.dumps(unit.meta), json.dumps(unit.groups)
+                cursor = db.execute(
+                    "INSERT INTO data_units (user, tenant, collection, files, meta, groups, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (owner.user, owner.tenant, unit.data_collection, files, meta, groups, now.isoformat()),
+                )
+                unit_id = cursor.lastrowid
+                assert unit_id is not None
+                created.append(DataUnit(unit_id, unit.data_collection, unit.files, unit.meta, unit.groups, now))
+        return created
+
+    def data_unit(self, owner: Owner, unit_id: int) -> DataUnit | None:
+        with self._store.transaction() as db:
+            row = db.execute(
+                "SELECT id, collection, files, meta, groups, created_at FROM data_units"
+                " WHERE id = ? AND user = ? AND tenant = ?",
+                (unit_id, owner.user, owner.tenant),
+            ).fetchone()
+        if row is None:
+            return None
+        unit_id, collection, files, meta, groups, created = row
+        return DataUnit(unit_id, collection, json.loads(files), json.loads(meta), json.loads(groups), _time(created))
+
+    # -- models --------------------------------------------------------------
+
+    def add_model(self, owner: Owner, name: str, upload: Upload, fields: Mapping[str, Any]) -> Model:
+        """A new model of ``owner`` whose file is the complete ``upload``'s; ``fields`` are kept as given."""
+        assert upload.complete and upload.checksum is not None
+        fields = dict(fields)
+        now = _now()
+        with self._store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO models (user, tenant, name, upload_id, checksum, size, fields, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    owner.user,
+                    owner.tenant,
+                    name,
+                    upload.id,
+                    upload.checksum,
+                    upload.total,
+                    json.dumps(fields),
+                    now.isoformat(),
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return Model(cursor.lastrowid, name, upload.path, upload.checksum, upload.total, fields, now)
+
+    def model(self, owner: Owner, model_id: int) -> Model | None:
+        with self._store.transaction() as db:
+            row = db.execute(
+                f"SELECT {_MODEL_COLUMNS} FROM models WHERE id = ? AND user = ? AND tenant = ?",
+                (model_id, owner.user, owner.tenant),
+            ).fetchone()
+        return None if row is None else self._model(row)
+
+    def models(self, owner: Owner) -> list[Model]:
+        with self._store.transaction() as db:
+            rows = db.execute(
+                f"SELECT {_MODEL_COLUMNS} FROM models WHERE user = ? AND tenant = ? ORDER BY id",
+                (owner.user, owner.tenant),
+            ).fetchall()
+        return [self._model(row) for row in rows]
+
+    def _model(self, row: tuple) -> Model:
+        model_id, name, upload_id, checksum, size, fields, created = row
+        path = self._store.completed_path(upload_id)
+        return Model(model_id, name, path, checksum, size, json.loads(fields), _time(created))
+
+    # -- tasks ---------------------------------------------------------------
+
+    def add_tasks(self, owner: Owner, project: int, unit_ids: list[int]) -> list[Task]:
+        """One task per unit, all or (raising ``Invalid`` for a unit the owner lacks) none."""
+        now = _now()
+        created = []
+        with self._store.transaction() as db:
+            held = {
+                unit_id
+                for (unit_id,) in db.execute(
+                    "SELECT id FROM data_units WHERE user = ? AND tenant = ?"
+                    " AND id IN (SELECT value FROM json_each(?))",
+                    (owner.user, owner.tenant, json.dumps(unit_ids)),
+                )
+            }
+            for unit_id in unit_ids:
+                if unit_id not in held:
+                    raise Invalid(f"data unit {unit_id} not found")
+                cursor = db.execute(
+                    "INSERT INTO tasks (user, tenant, project, data_unit, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (owner.user, owner.tenant, project, unit_id, now.isoformat()),
+                )
+                assert cursor.lastrowid is not None
+                created.append(Task(cursor.lastrowid, project, unit_id, now))
+        return created
+
+    def task(self, owner: Owner, task_id: int) -> Task | None:
+        with self._store.transaction() as db:
+            row = db.execute(
+                "SELECT id, project, data_unit, created_at FROM tasks WHERE id = ? AND user = ? AND tenant = ?",
+                (task_id, owner.user, owner.tenant),
+            ).fetchone()
+        return None if row is None else Task(*row[:3], _time(row[3]))
+
+
+_MODEL_COLUMNS: Final = "id, name, upload_id, checksum, size, fields, created_at"
+
+
+def _ensure_default(db: sqlite3.Connection, owner: Owner) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO data_collections (user, tenant, number, name, file_specifications, created_at)"
+        " VALUES (?, ?, ?, 'default', ?, ?)",
+        (owner.user, owner.tenant, DEFAULT_COLLECTION, _DEFAULT_SPECS, _now().isoformat()),
+    )
+
+
+def _held(db: sqlite3.Connection, owner: Owner, checksums: list[str]) -> set[str]:
+    # One parameter however many checksums: SQLite caps the number of parameters.
+    rows = db.execute(
+        "SELECT DISTINCT checksum FROM data_files WHERE user = ? AND tenant = ?"
+        " AND checksum IN (SELECT value FROM json_each(?))",
+        (owner.user, owner.tenant, json.dumps(checksums)),
+    )
+    return {checksum for (checksum,) in rows}
+
+
+def _collection(row: tuple) -> Collection:
+    number, name, specs, created = row
+    return Collection(number, name, tuple(FileSpec(**spec) for spec in json.loads(specs)), _time(created))
+
+
+def _spec_record(spec: FileSpec) -> dict[str, Any]:
+    return {"name": spec.name, "is_required": spec.is_required, "file_type": spec.file_type}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# -- parsing a request's JSON ---------------------------------------------------
+
+
+def check_depth(value: object, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise ``Invalid`` if decoded JSON nests lists and objects deeper than ``limit``."""
+    # Iterative: a recursive walk would itself hit the recursion limit.
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            raise Invalid(f"the JSON body nests deeper than {limit} levels")
+        pending.extend((child, depth + 1) for child in children)
+
+
+def parse_id(name: str, value: object) -> int:
+    """An id given as a JSON integer or a decimal string (as form fields are) of at most 18 digits."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_ID:
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        return int(value)
+    raise Invalid(f"{name} must be an id: a whole number from 0 to {_MAX_ID}, not {_show(value)}")
+
+
+def parse_checksums(body: object) -> list[str]:
+    """``{"checksums": [md5 hex, ...]}`` → the checksums as given (at most ``MAX_ITEMS``)."""
+    checksums = _field(_object(body, "the body"), "checksums", list, "a list of MD5 checksums")
+    if len(checksums) > MAX_ITEMS:
+        raise Invalid(f"checksums lists {len(checksums)} checksums; at most {MAX_ITEMS} per request")
+    for index, checksum in enumerate(checksums):
+        _checksum(f"checksums[{index}]", checksum)
+    return checksums
+
+
+def parse_collection(body: object) -> tuple[str, list[FileSpec]]:
+    """``{"name", "file_specifications"?: [{"name", "is_required"?, "file_type"?}, ...]}``."""
+    body = _object(body, "the body")
+    name = _text("name", _field(body, "name", str, "a non-empty text"))
+    raw_specs = body.get("file_specifications", [])
+    if not isinstance(raw_specs, list):
+        raise Invalid(f"file_specifications must be a list of objects, not {_show(raw_specs)}")
+    if len(raw_specs) > MAX_ITEMS:
+        raise Invalid(f"file_specifications lists more than {MAX_ITEMS} files")
+    specs: list[FileSpec] = []
+    for index, raw in enumerate(raw_specs):
+        where = f"file_specifications[{index}]"
+        raw = _object(raw, where)
+        spec_name = _field(raw, "name", str, "a non-empty text", where)
+        if any(spec.name == spec_name for spec in specs):
+            raise Invalid(f"{where}: the file name {spec_name[:80]!r} is specified twice")
+        required = raw.get("is_required", False)
+        if not isinstance(required, bool):
+            raise Invalid(f"{where}.is_required must be true or false, not {_show(required)}")
+        file_type = raw.get("file_type", "any")
+        if not isinstance(file_type, str) or not file_type:
+            raise Invalid(f"{where}.file_type must be a non-empty text, not {_show(file_type)}")
+        specs.append(FileSpec(spec_name, required, file_type))
+    return name, specs
+
+
+def parse_units(body: object) -> list[NewUnit]:
+    """One unit object or a list of them (at most ``MAX_ITEMS``), each checked in form."""
+    many = isinstance(body, list) and len(body) > 1  # name units by index only among several
+    raw_units = body if isinstance(body, list) else [body]
+    if not raw_units:
+        raise Invalid("the body lists no data units")
+    if len(raw_units) > MAX_ITEMS:
+        raise Invalid(f"the body lists {len(raw_units)} data units; at most {MAX_ITEMS} per request")
+    units = []
+    for index, raw in enumerate(raw_units):
+        where = f"unit {index}" if many else ""
+        prefix = f"{where}: " if many else ""
+        raw = _object(raw, where or "the body")
+        collection = parse_id(f"{prefix}data_collection", _field(raw, "data_collection", object, "an id", where))
+        raw_files = _field(raw, "files", dict, "an object of {name: {checksum, path}}", where)
+        if not raw_files:
+            raise Invalid(f"{prefix}files is empty; a unit needs at least one file")
+        files = {}
+        for name, entry in raw_files.items():
+            if not name:
+                raise Invalid(f"{prefix}a file name is empty")
+            label = f"{prefix}files[{name[:80]!r}]"
+            entry = _object(entry, label)
+            checksum = _checksum(f"{label}.checksum", _field(entry, "checksum", str, "an MD5 checksum", label))
+            _field(entry, "path", str, "a text", label)
+            files[name] = {**entry, "checksum": checksum.lower()}
+        meta = raw.get("meta", {})
+        if not isinstance(meta, dict):
+            raise Invalid(f"{prefix}meta must be an object, not {_show(meta)}")
+        groups = raw.get("groups", [])
+        if not isinstance(groups, list) or not all(_is_group(group) for group in groups):
+            raise Invalid(f"{prefix}groups must be a list of names or ids, not {_show(groups)}")
+        units.append(NewUnit(collection, files, meta, groups))
+    return units
+
+
+def parse_model(fields: Mapping[str, object]) -> tuple[str, int, dict[str, Any]]:
+    """A model's ``name``, its ``chunked_upload`` id and the fields to keep (``chunked_upload`` among them)."""
+    name = _text("name", _field(fields, "name", str, "a non-empty text"))
+    if "chunked_upload" not in fields:
+        raise Invalid("chunked_upload is required: the id of a complete chunked upload holding the model's file")
+    upload_id = parse_id("chunked_upload", fields["chunked_upload"])
+    for key in fields:
+        if key in SERVER_MODEL_FIELDS:
+            raise Invalid(f"{key!r} is set by the server; leave it out")
+    kept = {key: value for key, value in fields.items() if key != "name"}
+    kept["chunked_upload"] = upload_id
+    return name, upload_id, kept
+
+
+def parse_tasks(body: object) -> tuple[int, list[int]]:
+    """``{"project": id, "data": [{"data_unit": id}, ...]}`` → the project and the unit ids."""
+    body = _object(body, "the body")
+    project = parse_id("project", _field(body, "project", object, "an id"))
+    data = _field(body, "data", list, 'a list of {"data_unit": id}')
+    if not data:
+        raise Invalid("data is empty; give at least one data unit")
+    if len(data) > MAX_ITEMS:
+        raise Invalid(f"data lists {len(data)} data units; at most {MAX_ITEMS} per request")
+    units = []
+    for index, item in enumerate(data):
+        where = f"data[{index}]"
+        units.append(parse_id(f"{where}.data_unit", _field(_object(item, where), "data_unit", object, "an id", where)))
+    return project, units
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} must be a JSON object, not {_show(value)}")
+    return value
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type, expected: str, where: str = "") -> Any:
+    prefix = f"{where}: " if where else ""
+    if name not in body:
+        raise Invalid(f"{prefix}{name} is required ({expected})")
+    value = body[name]
+    if not isinstance(value, kind) or (kind is str and not value and expected.startswith("a non-empty")):
+        raise Invalid(f"{prefix}{name} must be {expected}, not {_show(value)}")
+    return value
+
+
+def _checksum(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _HEX_MD5.fullmatch(value):
+        raise Invalid(f"{name} must be an MD5 checksum (32 hexadecimal digits), not {_show(value)}")
+    return value
+
+
+def _text(name: str, value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"), which SQLite cannot store as
+    # text; values stored inside JSON need no check (json.dumps escapes them).
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+def _is_group(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _show(value: object) -> str:
+    """A short description of a value a request gave, for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
