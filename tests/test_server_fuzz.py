@@ -2,11 +2,13 @@
 
 Random and malformed ``Content-Range``, ``Content-MD5``, ``Content-Type`` and
 boundaries, multipart bodies (truncated, parts missing or extra, huge field
-names), ids in the URL, tokens, methods, and JSON/urlencoded/multipart
-finalize bodies. The properties: every answer is a 2xx or a 4xx (never a 5xx,
-never a dropped connection), and two uploads in progress made before the
-fuzzing, one by the fuzzing user and one by another, are untouched: same
-offset, same bytes on disk, and each still completes to the right MD5.
+names), ids in the URL, tokens, methods, JSON/urlencoded/multipart
+finalize bodies, and near-valid bodies for the routes around the upload
+(data files, collections, units, models, tasks). The properties: every
+answer is a 2xx or a 4xx (never a 5xx, never a dropped connection), and two
+uploads in progress made before the fuzzing, one by the fuzzing user and one
+by another, are untouched: same offset, same bytes on disk, and each still
+completes to the right MD5.
 
 The victims' sizes lie outside every number the strategies draw, so no fuzzed
 chunk can be a valid next chunk of theirs by chance.
@@ -348,6 +350,129 @@ def test_finalize_bodies(server: ReferenceServer, wire: Wire, victims: list[Vict
         content_type, body = content
         headers = {**auth(), "Content-Type": content_type.encode()}
         check(*wire.send("POST", path, headers, body))
+
+    run()
+    assert_untouched_and_finish(server, victims)
+
+
+# -- the routes around the upload ------------------------------------------------------
+
+EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"  # alice holds a data file with it (see below)
+catalog_keys = st.sampled_from(
+    [
+        *("checksums", "name", "file_specifications", "data_collection", "files", "meta", "groups", "chunked_upload"),
+        *("project", "data", "data_unit", "checksum", "path", "is_required", "file_type", "id", "file"),
+    ]
+)
+catalog_leaves = st.one_of(
+    json_values,
+    st.integers(-2, 5),
+    st.sampled_from([10**18 - 1, 10**18, 2**63, -(2**63), "1", "01", EMPTY_MD5, EMPTY_MD5.upper(), "\ud800", ""]),
+    st.text("0123456789abcdef", min_size=31, max_size=33),
+)
+catalog_json = st.recursive(
+    catalog_leaves,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(catalog_keys | st.text(max_size=6), children),
+    max_leaves=25,
+)
+
+
+def near(valid: st.SearchStrategy) -> st.SearchStrategy:
+    """Mostly a valid value, sometimes anything: bodies that get past some checks and trip a later one."""
+    # one_of would draw each branch about as often, whatever the repeats: weigh by hand.
+    return st.integers(0, 9).flatmap(lambda n: valid if n < 8 else catalog_leaves if n == 8 else catalog_json)
+
+
+def shaped(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
+    """An object of ``fields`` (each value near-valid): mostly all of them, else some and maybe an extra key."""
+    near_fields = {key: near(value) for key, value in fields.items()}
+    every = st.fixed_dictionaries(near_fields)
+    some = st.fixed_dictionaries({}, optional={**near_fields, "id": catalog_leaves})
+    return st.integers(0, 3).flatmap(lambda n: every if n else some)
+
+
+def catalog_requests(upload_id: int) -> st.SearchStrategy[tuple[str, object]]:
+    """A create's path and JSON body, near-valid; ``upload_id`` is a complete upload of alice's."""
+    ids = st.integers(0, 6)
+    uploads = st.sampled_from([upload_id, upload_id, 1])
+    unit = shaped(
+        {
+            "data_collection": ids,
+            "files": st.dictionaries(
+                st.text(max_size=6),
+                shaped({"checksum": st.sampled_from([EMPTY_MD5, EMPTY_MD5.upper()]), "path": st.text(max_size=10)}),
+                min_size=1,
+                max_size=3,
+            ),
+            "meta": st.dictionaries(st.text(max_size=6), catalog_json, max_size=3),
+            "groups": st.lists(st.text(max_size=5) | st.integers(), max_size=3),
+        }
+    )
+    spec = shaped({"name": st.text(max_size=5), "is_required": st.booleans(), "file_type": st.text()})
+    return st.one_of(
+        st.tuples(st.just("/data_files/"), shaped({"chunked_upload": uploads})),
+        st.tuples(
+            st.just("/data_files/verify_checksums/"),
+            shaped({"checksums": st.lists(st.sampled_from([EMPTY_MD5, "0" * 32]) | catalog_leaves, max_size=5)}),
+        ),
+        st.tuples(
+            st.just("/data_collections/"),
+            shaped({"name": st.text(max_size=10), "file_specifications": st.lists(spec, max_size=3)}),
+        ),
+        st.tuples(st.just("/data_units/"), unit | st.lists(unit, max_size=4)),
+        st.tuples(
+            st.just("/models/"),
+            shaped({"name": st.text(max_size=10), "chunked_upload": uploads, "extra": catalog_json}),
+        ),
+        st.tuples(
+            st.just("/tasks/"),
+            shaped({"project": ids, "data": st.lists(shaped({"data_unit": ids}), min_size=1, max_size=3)}),
+        ),
+        st.tuples(st.sampled_from(["/data_units/", "/tasks/", "/data_collections/"]), catalog_json),
+    )
+
+
+def test_catalog_routes(server: ReferenceServer, wire: Wire, victims: list[Victim]) -> None:
+    # A data file to refer to (the empty file), so that drawn units and tasks can get past the checks.
+    with requests.Session() as s:
+        s.headers["Synapse-Access-Token"] = "Token alice-token"
+        answer = s.post(f"{server.base_url}/data_files/", files={"file": ("f", b"")})
+        assert answer.status_code == 201, answer.text
+    creates = catalog_requests(int(Path(answer.json()["file"]).stem))
+    segment = st.one_of(
+        st.integers(0, 6).map(str), st.sampled_from(["verify_checksums", "", "abc", "-1", "9" * 19, "%00"])
+    )
+    kinds = st.sampled_from(["data_files", "data_collections", "data_units", "models", "tasks"])
+    queries = st.lists(st.tuples(st.just("expand") | st.text(max_size=5), header_text), max_size=3).map(urlencode)
+    reads = st.tuples(
+        st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "POST"]), st.builds("/{}/{}".format, kinds, segment)
+    )
+
+    @st.composite
+    def exchanges(draw: st.DrawFn) -> tuple[str, str, str, bytes]:
+        """A request: a near-valid JSON create, a read (with a query, maybe), or a form or garbage body."""
+        kind = draw(st.sampled_from(["create", "create", "create", "read", "form"]))
+        if kind == "create":
+            path, value = draw(creates)
+            return "POST", path, "application/json", json.dumps(value).encode()
+        if kind == "read":
+            method, path = draw(reads)
+            return method, f"{path}?{draw(queries)}", "", b""
+        path = draw(st.sampled_from(["/data_files/", "/models/", "/data_units/"]))
+        body = draw(st.sampled_from(["multipart", "urlencoded", "raw"]))
+        if body == "multipart":
+            return "POST", path, f"multipart/form-data; boundary={BOUNDARY}", draw(multipart_bodies())
+        if body == "urlencoded":
+            pairs = draw(st.lists(st.tuples(catalog_keys | st.text(max_size=5), st.text(max_size=20)), max_size=4))
+            return "POST", path, "application/x-www-form-urlencoded", urlencode(pairs).encode()
+        return "POST", path, draw(content_types), draw(st.binary(max_size=500))
+
+    @settings(FUZZ, max_examples=300)
+    @given(exchange=exchanges(), token=st.sampled_from(["alice-token", "alice-token", "bob-token"]))
+    def run(exchange, token) -> None:
+        method, path, content_type, body = exchange
+        headers = {**auth(token), "Content-Type": content_type.encode()}
+        check(*wire.send(method, path, headers, body))
 
     run()
     assert_untouched_and_finish(server, victims)
