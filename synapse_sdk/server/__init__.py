@@ -4,7 +4,9 @@ It lets the upload client be tested and benchmarked with nothing else
 installed: cheroot serves a hand-written WSGI application (``app``) over
 SQLite records and files on disk (``store``), parsing bodies as they stream
 in (``multipart``), with limits (file size, per-user quota, per-token rate),
-an idempotent create, TLS and byte counters. It is a test and benchmark
+an idempotent create, TLS and byte counters. Around the uploads it keeps the
+records the data-collection and model clients create (``catalog``: data
+files, collections, units, models, tasks). It is a test and benchmark
 server, not a production backend: it serves no files back, and expired
 uploads are deleted only by ``run_cleanup`` (``synapse-upload cleanup``).
 
