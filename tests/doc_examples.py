@@ -3,8 +3,7 @@
 Only two things differ from the document: the lines that call the examples
 with placeholder paths (``/path/to/...``) are left out, since the tests call
 them with real files, and ``client`` is a module global the tests set to a
-real ``BackendClient``. The Upload and Process Workflow example needs the
-data-collection mixin and is not here yet.
+real ``BackendClient``.
 """
 
 import hashlib
@@ -244,3 +243,45 @@ def handle_upload_errors():
     except Exception as e:
         print(f"Error: Unexpected error: {e}")
         return None
+
+
+def upload_and_process_workflow(file_path, collection_id):
+    """Complete workflow: upload file and create data unit."""
+    try:
+        # Step 1: Upload file using chunked upload
+        print("Step 1: Uploading file...")
+        upload_result = client.create_chunked_upload(file_path)
+        file_id = upload_result['id']
+        print(f"File uploaded successfully: {file_id}")
+        # Step 2: Create data file entry
+        print("Step 2: Creating data file entry...")
+        data_file = client.create_data_file(Path(file_path))
+        print(f"Data file created: {data_file}")
+        # Step 3: Organize for collection
+        print("Step 3: Organizing for collection...")
+        organized_file = {
+            'files': {'primary': Path(file_path)},
+            'meta': {
+                'origin_file_stem': Path(file_path).stem,
+                'origin_file_extension': Path(file_path).suffix,
+                'uploaded_file_id': file_id
+            }
+        }
+        # Step 4: Upload to collection
+        collection_result = client.upload_data_file(
+            organized_file,
+            collection_id
+        )
+        print(f"Added to collection: {collection_result}")
+        # Step 5: Create data unit
+        data_units = client.create_data_units([collection_result])
+        print(f"Data unit created: {data_units[0]['id']}")
+        return {
+            'file_id': file_id,
+            'data_file': data_file,
+            'collection_result': collection_result,
+            'data_unit': data_units[0]
+        }
+    except Exception as e:
+        print(f"Workflow failed: {e}")
+        raise

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import engine
+from engine.errors import UploadIntegrityError
 from engine.multipart import MultipartBody
 from engine.source import MappedFile
 
@@ -56,17 +58,35 @@ class DataCollectionClientMixin:
         return self._post_file("data_files/", path, timeout=timeout)
 
     def _post_file(self, url: str, path: Path, *, timeout: Any = None) -> Any:
-        """POST one file as multipart ``file``, streamed from the page cache."""
+        """POST one file as multipart ``file``, streamed from the page cache.
+
+        The bytes are hashed as they are sent, and the server's ``checksum``
+        (when it answers one) must match.
+        """
+        sent: list[engine.Md5] = []
+
+        def hashed_windows(source: MappedFile):
+            md5 = engine.Md5()  # per attempt: a retried request hashes from the start again
+            sent.append(md5)
+            for window in source.windows(0, source.size):
+                md5.update(window)
+                yield window
+
         with MappedFile(path) as source:
             body = MultipartBody(
                 {},
                 file_field="file",
                 file_name=path.name,
                 file_length=source.size,
-                file_parts=lambda: source.windows(0, source.size),
+                file_parts=lambda: hashed_windows(source),
             )
             headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
-            return self._request("POST", url, body=body, headers=headers, timeout=timeout)
+            record = self._request("POST", url, body=body, headers=headers, timeout=timeout)
+            source.check_unchanged()
+        checksum = record.get("checksum") if isinstance(record, dict) else None
+        if isinstance(checksum, str) and sent and checksum.lower() != sent[-1].hexdigest():
+            raise UploadIntegrityError(f"server stored {path} with MD5 {checksum}, the bytes sent hash to another")
+        return record
 
     def get_data_unit(self, unit_id: int, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._get(f"data_units/{unit_id}/", params=params)
