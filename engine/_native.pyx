@@ -109,11 +109,13 @@ def update_pair(Md5 running, Md5 chunk, data) -> None:
         md5_update_pair(&running.ctx, &chunk.ctx, &view[0], n)
 
 
-def digest_windows(windows, Md5 running):
-    """Hash a chunk given as buffers: returns ``(md5, xxh3_128)`` digests.
+def digest_windows(windows, Md5 running, bint chunk_md5=True):
+    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128)`` digests.
 
-    ``running`` (the whole file's MD5) absorbs the same bytes. MD5 lanes and
-    xxh3 work slice by slice so xxh3 reads what MD5 just pulled into cache.
+    ``running`` (the whole file's MD5) absorbs the same bytes; the chunk's own
+    MD5 is computed alongside (two lanes, one pass) unless ``chunk_md5`` is
+    false. MD5 and xxh3 work slice by slice so xxh3 reads what MD5 just pulled
+    into cache.
     """
     cdef Md5 chunk = Md5()
     cdef const unsigned char[::1] view
@@ -126,7 +128,10 @@ def digest_windows(windows, Md5 running):
         while start < n:
             end = min(start + SLICE, n)
             with nogil:
-                md5_update_pair(&running.ctx, &chunk.ctx, &view[start], end - start)
+                if chunk_md5:
+                    md5_update_pair(&running.ctx, &chunk.ctx, &view[start], end - start)
+                else:
+                    md5_update(&running.ctx, &view[start], end - start)
             xxh.update(view[start:end])
             start = end
-    return chunk.digest(), xxh.digest()
+    return (chunk.digest() if chunk_md5 else None), xxh.digest()

@@ -65,14 +65,21 @@ def update_pair(running: Md5, chunk: Md5, data: bytes | memoryview) -> None:
     chunk.update(data)
 
 
-def digest_windows(windows: Iterable[memoryview], running: Md5) -> tuple[bytes, bytes]:
-    """Hash a chunk given as buffers: returns ``(md5, xxh3_128)`` digests."""
-    chunk = Md5()
+def digest_windows(windows: Iterable[memoryview], running: Md5, chunk_md5: bool = True) -> tuple[bytes | None, bytes]:
+    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128)`` digests.
+
+    ``running`` absorbs the same bytes; the chunk's own MD5 is skipped when
+    ``chunk_md5`` is false.
+    """
+    chunk = Md5() if chunk_md5 else None
     xxh = xxhash.xxh3_128()
     for window in windows:
         view = memoryview(window).cast("B")
         for start in range(0, len(view), SLICE):
             piece = view[start : start + SLICE]
-            update_pair(running, chunk, piece)
+            if chunk is not None:
+                update_pair(running, chunk, piece)
+            else:
+                running.update(piece)
             xxh.update(piece)
-    return chunk.digest(), xxh.digest()
+    return (chunk.digest() if chunk is not None else None), xxh.digest()

@@ -45,16 +45,17 @@ class FileIdentity:
 
 @dataclass(frozen=True)
 class ChunkDigest:
-    """Digests of bytes ``[start, end)``: their MD5 and xxh3-128."""
+    """Digests of bytes ``[start, end)``: their xxh3-128 and, unless it was not asked for, MD5."""
 
     start: int
     end: int
-    md5: bytes
+    md5: bytes | None
     xxh3_128: bytes
 
     @property
     def content_md5(self) -> str:
         """RFC 1864 ``Content-MD5`` header value."""
+        assert self.md5 is not None
         return base64.b64encode(self.md5).decode("ascii")
 
 

@@ -21,6 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import requests
+import xxhash
 from requests import Session
 
 from synapse_sdk.server import ReferenceServer, UploadApp
@@ -64,11 +65,14 @@ def put_chunk(
     *,
     filename: str | None = "data.bin",
     content_md5: str | None = None,
+    content_xxh3: str | None = None,
     content_range: str | None = None,
 ) -> requests.Response:
     headers = {"Content-Range": content_range or f"bytes {start}-{start + len(chunk) - 1}/{total}"}
     if content_md5 is not None:
         headers["Content-MD5"] = content_md5
+    if content_xxh3 is not None:
+        headers["Content-XXH3"] = content_xxh3
     fields = {} if filename is None else {"filename": filename}
     return session.put(url, data=fields, files={"file": ("chunk", chunk)}, headers=headers)
 
@@ -219,6 +223,30 @@ def test_a_wrong_content_md5_stores_nothing(server: ReferenceServer, alice: Sess
     assert answer.status_code == 200
     answer = alice.post(record["url"], data={"md5": hashlib.md5(data).hexdigest()})
     assert answer.status_code == 200, answer.text
+
+
+def test_content_xxh3_is_verified_too(server: ReferenceServer, alice: Session) -> None:
+    data = os.urandom(600_000)
+    record = create(alice, server, data[:200_000], len(data))
+    rest = data[200_000:]
+    wrong = xxhash.xxh3_128(b"other bytes").hexdigest()
+    answer = put_chunk(alice, record["url"], rest, 200_000, len(data), content_xxh3=wrong)
+    assert answer.status_code == 400 and answer.json()["detail"] == "chunk checksum mismatch"
+    assert_unchanged(alice, server, record)
+    both = {"content_xxh3": xxhash.xxh3_128(rest).hexdigest(), "content_md5": md5_b64(b"other bytes")}
+    answer = put_chunk(alice, record["url"], rest, 200_000, len(data), **both)
+    assert answer.status_code == 400  # every digest announced must match
+    answer = put_chunk(alice, record["url"], rest, 200_000, len(data), content_xxh3=both["content_xxh3"])
+    assert answer.status_code == 200
+    assert alice.post(record["url"], data={"md5": hashlib.md5(data).hexdigest()}).status_code == 200
+
+
+@pytest.mark.parametrize("value", ["abc", "g" * 32, "0" * 31])
+def test_malformed_content_xxh3_is_400(server: ReferenceServer, alice: Session, value: str) -> None:
+    record = create(alice, server, b"abc", 6)
+    answer = put_chunk(alice, record["url"], b"def", 3, 6, content_xxh3=value)
+    assert answer.status_code == 400 and "Content-XXH3" in answer.json()["detail"]
+    assert_unchanged(alice, server, record)
 
 
 @pytest.mark.parametrize("value", ["not base64!", base64.b64encode(b"short").decode(), "é"])
@@ -490,7 +518,7 @@ def test_cleanup_expired_deletes_open_uploads_only_and_frees_quota(tmp_path: Pat
         uploads = []
         for size in (300, 400):
             reserved = store.reserve(alice, 1000)
-            with store.append(reserved, limit=size, verify=False) as chunk:
+            with store.append(reserved, limit=size) as chunk:
                 chunk.write(memoryview(os.urandom(size)))
                 uploads.append(store.commit(chunk, filename="f"))
         done = store.complete(uploads[1], "0" * 32)

@@ -47,8 +47,8 @@ def test_digests_of_every_chunk(twin, sample) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(size=st.integers(0, 70_000), chunk_size=st.integers(1, 40_000))
-def test_twins_agree(tmp_path_factory, size: int, chunk_size: int) -> None:
+@given(size=st.integers(0, 70_000), chunk_size=st.integers(1, 40_000), chunk_md5=st.booleans())
+def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bool) -> None:
     import engine._native as native
 
     import engine._pure as pure
@@ -60,7 +60,8 @@ def test_twins_agree(tmp_path_factory, size: int, chunk_size: int) -> None:
         running = twin.Md5()
         with MappedFile(path, window=PAGE) as source:
             digests = [
-                twin.digest_windows(source.windows(c.start, c.end), running) for c in plan_chunks(size, chunk_size)
+                twin.digest_windows(source.windows(c.start, c.end), running, chunk_md5)
+                for c in plan_chunks(size, chunk_size)
             ]
         results.append((digests, running.digest()))
     assert results[0] == results[1]
@@ -91,3 +92,12 @@ def test_truncated_file_is_detected_before_mapping(sample) -> None:
 def test_window_must_be_page_aligned(sample) -> None:
     with pytest.raises(ValueError, match="multiple of"):
         MappedFile(sample[0], window=1000)
+
+
+def test_chunk_md5_can_be_skipped(twin, sample) -> None:
+    path, data = sample
+    running = twin.Md5()
+    with MappedFile(path) as source:
+        md5, xxh3 = twin.digest_windows(source.windows(0, len(data)), running, False)
+    assert md5 is None and xxh3 == xxhash.xxh3_128(data).digest()
+    assert running.hexdigest() == hashlib.md5(data).hexdigest()

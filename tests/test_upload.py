@@ -164,3 +164,17 @@ def test_progress_callback_runs_on_the_calling_thread(client, tmp_path: Path) ->
     threads = set()
     client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda *_: threads.add(threading.get_ident()))
     assert threads == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("chunk_digest", ["md5", "xxh3", "none"])
+def test_chunk_digest_modes(server, tmp_path: Path, chunk_digest: str) -> None:
+    """Other servers ignore Content-XXH3; the reference server verifies it."""
+    path, data = make_file(tmp_path, "data.bin", 5 * 64 * KIB + 3)
+    with BackendClient(server.base_url, access_token=server.user_token, chunk_digest=chunk_digest) as client:
+        result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert stored_bytes(server, result) == data
+
+
+def test_unknown_chunk_digest_is_refused(server) -> None:
+    with pytest.raises(ValueError, match="chunk_digest must be one of md5, xxh3, none"):
+        BackendClient(server.base_url, chunk_digest="sha1").create_chunked_upload("README.md")

@@ -82,6 +82,7 @@ _UPLOAD_ID: Final = re.compile(r"[0-9]{1,18}")
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,200}")
 _CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 _HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
+_HEX_XXH3: Final = _HEX_MD5  # xxh3-128 is 16 bytes too
 
 Header = tuple[str, str]
 StartResponse = Callable[[str, list[Header]], Any]
@@ -285,7 +286,7 @@ class UploadApp:
 
     def _create(self, request: _Request) -> tuple[int, dict[str, object]]:
         start, end, total = _content_range(request.environ)
-        content_md5 = _content_md5(request.environ)
+        checks = _chunk_checks(request.environ)
         key = _idempotency_key(request.environ)
         if start != 0:
             raise HttpError(400, f"the first chunk must start at byte 0, not {start}")
@@ -304,9 +305,9 @@ class UploadApp:
             reserved = self._store.reserve(request.owner, total, key)
             upload = None
             try:
-                with self._store.append(reserved, limit=size, verify=content_md5 is not None) as chunk:
+                with self._store.append(reserved, limit=size, verify=checks) as chunk:
                     form = self._receive(request, chunk)
-                    _check_chunk(form, chunk, size, content_md5)
+                    _check_chunk(form, chunk, size, checks)
                     upload = self._store.commit(chunk, filename=_filename(form.fields.get("filename")))
             finally:
                 if upload is None:
@@ -315,7 +316,7 @@ class UploadApp:
 
     def _append(self, request: _Request) -> tuple[int, dict[str, object]]:
         start, end, total = _content_range(request.environ)
-        content_md5 = _content_md5(request.environ)
+        checks = _chunk_checks(request.environ)
         upload = self._find(request)
         with self._store.locked(upload.id):
             upload = self._find(request)  # it may have moved while this request waited
@@ -329,9 +330,9 @@ class UploadApp:
                 raise HttpError(400, "Offsets do not match", **mismatch)
             size = end - start + 1
             self._store.check_quota(upload.owner, size)
-            with self._store.append(upload, limit=size, verify=content_md5 is not None) as chunk:
+            with self._store.append(upload, limit=size, verify=checks) as chunk:
                 form = self._receive(request, chunk)
-                _check_chunk(form, chunk, size, content_md5)
+                _check_chunk(form, chunk, size, checks)
                 upload = self._store.commit(chunk)
         return 200, self._record(request, upload)
 
@@ -453,7 +454,7 @@ class UploadApp:
         # Held so that no request can touch the upload between commit and complete.
         with self._store.locked(reserved.id):
             try:
-                with self._store.append(reserved, limit=self._max_upload_size, verify=False) as chunk:
+                with self._store.append(reserved, limit=self._max_upload_size) as chunk:
                     form = self._receive(request, chunk)
                     if form.file is None:
                         return form, None
@@ -686,25 +687,32 @@ def _content_range(environ: Mapping[str, Any]) -> tuple[int, int, int]:
     return start, end, total
 
 
-def _content_md5(environ: Mapping[str, Any]) -> bytes | None:
-    value = environ.get("HTTP_CONTENT_MD5")
-    if value is None:
-        return None
-    try:
-        digest = base64.b64decode(value.strip(), validate=True)
-    except ValueError:  # binascii.Error, or text that is not ASCII
-        digest = b""
-    if len(digest) != 16:
-        raise HttpError(400, "malformed Content-MD5 header: expected base64 of the chunk's 16-byte MD5")
-    return digest
+def _chunk_checks(environ: Mapping[str, Any]) -> dict[str, bytes]:
+    """The digests a chunk PUT announces: ``Content-MD5`` (RFC 1864) and/or ``Content-XXH3`` (extension)."""
+    checks = {}
+    md5 = environ.get("HTTP_CONTENT_MD5")
+    if md5 is not None:
+        try:
+            checks["md5"] = base64.b64decode(md5.strip(), validate=True)
+        except ValueError:  # binascii.Error, or text that is not ASCII
+            checks["md5"] = b""
+        if len(checks["md5"]) != 16:
+            raise HttpError(400, "malformed Content-MD5 header: expected base64 of the chunk's 16-byte MD5")
+    xxh3 = environ.get("HTTP_CONTENT_XXH3")
+    if xxh3 is not None:
+        if not _HEX_XXH3.fullmatch(xxh3.strip()):
+            raise HttpError(400, "malformed Content-XXH3 header: expected the chunk's xxh3-128 as 32 hex digits")
+        checks["xxh3"] = bytes.fromhex(xxh3.strip())
+    return checks
 
 
-def _check_chunk(form: _Form, chunk: Chunk, size: int, content_md5: bytes | None) -> None:
+def _check_chunk(form: _Form, chunk: Chunk, size: int, checks: Mapping[str, bytes]) -> None:
     if form.file is None:
         raise HttpError(400, "No chunk file was submitted (the form needs a 'file' part)")
     if chunk.received != size:
         raise HttpError(400, f"File size doesn't match headers: file size is {chunk.received}, not {size}")
-    if content_md5 is not None and chunk.chunk_md5 is not None and chunk.chunk_md5.digest() != content_md5:
+    computed = {"md5": chunk.chunk_md5, "xxh3": chunk.chunk_xxh3}
+    if any(computed[kind].digest() != digest for kind, digest in checks.items()):
         raise HttpError(400, "chunk checksum mismatch")
 
 

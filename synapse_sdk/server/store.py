@@ -21,7 +21,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +29,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Final
+
+import xxhash
 
 import engine
 
@@ -151,7 +153,7 @@ class Chunk:
         upload: Upload,
         running: engine.Md5,
         limit: int | None,
-        verify: bool,
+        verify: Collection[str],
         fresh: bool,
         pool: Executor,
         usage: _Usage,
@@ -162,7 +164,9 @@ class Chunk:
         self._claimed = 0  # bytes counted against the quota, all written or being written
         # Hashed on a copy: the upload's own MD5 stays as it was until commit.
         self.running = running.copy()
-        self.chunk_md5 = engine.Md5() if verify else None
+        # The chunk's own digests, for the checks its request asked for.
+        self.chunk_md5 = engine.Md5() if "md5" in verify else None
+        self.chunk_xxh3 = xxhash.xxh3_128() if "xxh3" in verify else None
         self.committed = False
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd = os.open(upload.path, flags, 0o644)
@@ -197,6 +201,8 @@ class Chunk:
             engine.update_pair(self.running, self.chunk_md5, view)
         else:
             self.running.update(view)
+        if self.chunk_xxh3 is not None:
+            self.chunk_xxh3.update(view)
 
     @property
     def size(self) -> int:
@@ -398,8 +404,11 @@ class Store:
         with live.lock:
             yield
 
-    def append(self, upload: Upload, limit: int | None, verify: bool) -> Chunk:
-        """Start writing a chunk at ``upload.offset`` (hold ``locked`` for a visible upload)."""
+    def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> Chunk:
+        """Start writing a chunk at ``upload.offset`` (hold ``locked`` for a visible upload).
+
+        ``verify`` names the chunk digests to compute as it passes: ``"md5"``, ``"xxh3"``.
+        """
         fresh = upload.status == _CREATING
         running = engine.Md5() if fresh else self._running(upload)
         return Chunk(upload, running, limit, verify, fresh, self._pool, self._usage)

@@ -5,8 +5,10 @@ Constructed exactly as synapse-sdk's: ``BackendClient(base_url, access_token,
 ``verify`` (TLS: ``True``, ``False`` or a CA bundle path), ``retry`` (an
 ``engine.retry.RetryPolicy`` for upload requests) and ``journal`` (where
 unfinished uploads are recorded for resuming: ``True`` for the user's cache
-folder or ``$SYNAPSE_UPLOAD_JOURNAL``, a folder, or ``False`` for none) are
-additions.
+folder or ``$SYNAPSE_UPLOAD_JOURNAL``, a folder, or ``False`` for none) and
+``chunk_digest`` (``"md5"``: ``Content-MD5`` per chunk, the default;
+``"xxh3"``: the cheaper ``Content-XXH3`` the reference server verifies;
+``"none"``) are additions.
 """
 
 from __future__ import annotations
@@ -41,10 +43,12 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         verify: bool | str = True,
         retry: RetryPolicy | None = None,
         journal: bool | str | os.PathLike[str] = True,
+        chunk_digest: str = "md5",
     ) -> None:
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         directory = default_journal_dir() if journal is True else Path(journal) if journal else None
         self.journal = None if directory is None else Journal(directory)
+        self.chunk_digest = chunk_digest
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant

@@ -57,6 +57,7 @@ class CoreClientMixin:
             timeout=(self.timeout["connect"], read),
             retry=self.retry,
             journal=self.journal,
+            chunk_digest=self.chunk_digest,
         )
         return uploader.upload(path, on_progress, cancel=cancel)
 
