@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser("cleanup", help="delete the reference server's expired open uploads")
     cleanup.add_argument("--data-dir", type=Path, default=Path("synapse-data"), help="of a stopped server")
     cleanup.add_argument("--expire-after", type=parse_duration, default="1d", help="age of an expired upload")
+
+    # --size and --rounds stay strings here: run_bench parses them, so a bad
+    # value is one line (exit 2) rather than argparse's usage block.
+    bench = commands.add_parser("bench", help="measure the engine against the published SDK and one core's MD5")
+    bench.add_argument("--size", default="1GiB", help="bytes of the random test file (default 1GiB)")
+    bench.add_argument("--rounds", default="3", help="timed rounds per case, after one warm-up (default 3)")
+    # No SYNAPSE_HOST default: a stray environment variable must not turn a local
+    # benchmark into gigabytes sent to a real backend.
+    bench.add_argument("--host", default=None, help="benchmark against this backend (default: a local server)")
+    bench.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    bench.add_argument("--plot", metavar="FILE.png", default=None, help="draw a bar chart (needs matplotlib)")
     return parser
 
 
@@ -118,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_cleanup(args.data_dir, args.expire_after)
             return 0
+        if args.command == "bench":
+            from synapse_sdk.cli.bench import run_bench
+
+            return run_bench(args)
         from synapse_sdk.cli.upload import run_upload
 
         return run_upload(args)
