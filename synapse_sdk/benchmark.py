@@ -154,7 +154,18 @@ class ServerProcess:
         # "--token=T", not "--token T": a random token may start with "-",
         # which argparse would take for an option.
         command += ["--data-dir", str(self.data_dir), f"--token={self.token}"]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # The server runs this very package, wherever it was imported from (an
+        # installed copy, a source tree on sys.path), not whatever the new
+        # interpreter's path would find first.
+        root = str(Path(__file__).resolve().parent.parent)
+        pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": pythonpath},
+        )
         # A thread drains the output for the whole run: a server that logs a lot
         # must never block on a full pipe while it is being measured.
         self._reader = threading.Thread(target=self._read, name="synapse-bench-server-output", daemon=True)
