@@ -2,7 +2,8 @@
 
 The body is a sized iterable: ``len()`` gives ``Content-Length`` up front and
 iteration yields the small head, the file's buffers as they are (mmap
-windows, never joined into one 50 MiB ``bytes``), then the tail. requests and
+windows, never joined into one 50 MiB ``bytes``, or ``FileRange`` pieces the
+transport hands to ``sendfile``), then the tail. requests and
 urllib3 both send such a body with ``Content-Length`` and no chunked
 transfer encoding.
 """
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from engine.errors import FileChangedError
+from engine.source import FileRange
 
 __all__ = ["MultipartBody"]
 
@@ -32,7 +34,7 @@ class MultipartBody:
         file_field: str,
         file_name: str,
         file_length: int,
-        file_parts: Callable[[], Iterable[memoryview | bytes]],
+        file_parts: Callable[[], Iterable[memoryview | bytes | FileRange]],
         boundary: str | None = None,
     ) -> None:
         self.boundary = boundary or uuid.uuid4().hex
@@ -58,11 +60,11 @@ class MultipartBody:
     def __len__(self) -> int:
         return len(self._head) + self._file_length + len(self._tail)
 
-    def __iter__(self) -> Iterator[memoryview | bytes]:
+    def __iter__(self) -> Iterator[memoryview | bytes | FileRange]:
         yield self._head
         sent = 0
         for part in self._file_parts():
-            sent += memoryview(part).nbytes
+            sent += len(part)
             if sent > self._file_length:
                 break
             yield part

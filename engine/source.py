@@ -20,7 +20,7 @@ import xxhash
 
 from engine.errors import FileChangedError
 
-__all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "MappedFile"]
+__all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "FileRange", "MappedFile"]
 
 #: Bytes mapped at once. Small enough to keep RSS flat, large enough that
 #: mapping costs nothing next to hashing and sending.
@@ -59,6 +59,26 @@ class ChunkDigest:
         return base64.b64encode(self.md5).decode("ascii")
 
 
+class FileRange:
+    """Bytes ``[offset, offset + count)`` of an open file, for ``socket.sendfile``.
+
+    A multipart body yields these instead of mapped windows when the socket
+    can take the bytes straight from the page cache (plain HTTP): no user-space
+    copy and no mapping at all on the sending side.
+    """
+
+    __slots__ = ("count", "offset", "source")
+
+    def __init__(self, source: MappedFile, offset: int, count: int) -> None:
+        self.source, self.offset, self.count = source, offset, count
+
+    def fileno(self) -> int:
+        return self.source.fileno()
+
+    def __len__(self) -> int:
+        return self.count
+
+
 class MappedFile:
     """A regular file opened for mapped, windowed reads."""
 
@@ -82,6 +102,9 @@ class MappedFile:
     @property
     def size(self) -> int:
         return self.identity.size
+
+    def fileno(self) -> int:
+        return self._fd
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -109,6 +132,14 @@ class MappedFile:
         for window in self.windows(start, end):
             digest.update(window)
         return digest.digest()
+
+    def ranges(self, start: int, end: int) -> Iterator[FileRange]:
+        """Bytes ``[start, end)`` as window-sized ``FileRange`` pieces, for ``socket.sendfile``."""
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"range {start}-{end} is outside the {self.size}-byte file {self.path}")
+        for pos in range(start, end, self.window):
+            self.check_unchanged()
+            yield FileRange(self, pos, min(self.window, end - pos))
 
     def windows(self, start: int, end: int) -> Iterator[memoryview]:
         """Bytes ``[start, end)`` as successive memoryviews, each valid until the next is taken."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -28,8 +30,10 @@ from engine.errors import (
     ClientConnectionError,
     ClientResponseIncompleteError,
     ClientTimeoutError,
+    FileChangedError,
     error_for_status,
 )
+from engine.source import FileRange
 
 __all__ = ["Response", "Transport"]
 
@@ -70,6 +74,25 @@ class Response:
         return self
 
 
+class _SendfileConnection(HTTPConnection):
+    """Plain-HTTP connection that sends ``FileRange`` body parts with ``socket.sendfile``."""
+
+    def send(self, data: Any) -> None:
+        if not isinstance(data, FileRange):
+            super().send(data)
+            return
+        if self.sock is None:
+            self.connect()
+        sent = self.sock.sendfile(data, data.offset, data.count)
+        if sent != data.count:
+            # The file ended early: it shrank while it was being sent.
+            raise FileChangedError(f"{data.source.path} changed while it was being uploaded")
+
+
+class _SendfilePool(HTTPConnectionPool):
+    ConnectionCls = _SendfileConnection
+
+
 class Transport:
     """A urllib3 pool shared by every thread of one client."""
 
@@ -88,6 +111,12 @@ class Transport:
             tls["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = os.fspath(verify)
         # block=False: a burst of threads opens extra connections instead of waiting.
         self._pool = urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, **tls)
+        self._pool.pool_classes_by_scheme = {**self._pool.pool_classes_by_scheme, "http": _SendfilePool}
+
+    @staticmethod
+    def can_sendfile(url: str) -> bool:
+        """Whether a body to ``url`` may carry ``FileRange`` parts (plain HTTP: TLS must encrypt in user space)."""
+        return url.startswith("http://")
 
     def request(
         self,

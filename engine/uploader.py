@@ -298,7 +298,7 @@ class _Upload:
                 lambda: self._request(
                     "PUT",
                     action.url or self.up.collection_url,
-                    body=self._chunk_body(chunk),
+                    body=self._chunk_body(chunk, action.url or self.up.collection_url),
                     headers=headers,
                 ),
                 lost_ok=action.url is not None,
@@ -406,13 +406,15 @@ class _Upload:
             ) from error
         self.protocol.finalized(self._record(answer))
 
-    def _chunk_body(self, chunk: Chunk) -> MultipartBody:
+    def _chunk_body(self, chunk: Chunk, url: str) -> MultipartBody:
+        # Over plain HTTP the kernel sends straight from the page cache.
+        parts = self.source.ranges if self.up.transport.can_sendfile(url) else self.source.windows
         return MultipartBody(
             {"filename": self.filename},
             file_field="file",
             file_name=self.filename,
             file_length=chunk.length,
-            file_parts=lambda: self.source.windows(chunk.start, chunk.end),
+            file_parts=lambda: parts(chunk.start, chunk.end),
         )
 
     def _request(

@@ -178,3 +178,24 @@ def test_chunk_digest_modes(server, tmp_path: Path, chunk_digest: str) -> None:
 def test_unknown_chunk_digest_is_refused(server) -> None:
     with pytest.raises(ValueError, match="chunk_digest must be one of md5, xxh3, none"):
         BackendClient(server.base_url, chunk_digest="sha1").create_chunked_upload("README.md")
+
+
+def test_plain_http_sends_chunks_with_sendfile(reference_server, tmp_path: Path, monkeypatch) -> None:
+    """Over plain HTTP the chunk bytes go through socket.sendfile, never through user space."""
+    import socket
+
+    calls: list[int] = []
+    real = socket.socket.sendfile
+
+    def counting_sendfile(self, file, offset=0, count=None):
+        calls.append(count)
+        return real(self, file, offset, count)
+
+    monkeypatch.setattr(socket.socket, "sendfile", counting_sendfile)
+    from tests.conftest import ALICE
+
+    path, data = make_file(tmp_path, "data.bin", 3 * 64 * KIB + 5)
+    with BackendClient(reference_server.base_url, access_token=ALICE, journal=False) as client:
+        result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert Path(result["file"]).read_bytes() == data
+    assert sum(calls) == len(data)
