@@ -22,6 +22,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from synapse_sdk.server.app import UploadApp
+from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.store import Store, Upload
 
@@ -55,6 +56,7 @@ class ReferenceServer:
         threads: int = 16,
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
+        discard: bool = False,
     ) -> None:
         if (certfile is None) != (keyfile is None):
             raise ValueError("TLS needs both certfile and keyfile")
@@ -70,6 +72,7 @@ class ReferenceServer:
         self.threads = threads
         self.certfile = certfile
         self.keyfile = keyfile
+        self.discard = discard
         self._store: Store | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
@@ -92,7 +95,9 @@ class ReferenceServer:
     def start(self) -> ReferenceServer:
         if self._server is not None:
             raise RuntimeError("the server is already running")
-        store = Store(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
+        # Discard mode (benchmarks): records kept, bytes counted, nothing stored or verified.
+        store_class = DiscardStore if self.discard else Store
+        store = store_class(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
             app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter)

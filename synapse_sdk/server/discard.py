@@ -1,0 +1,63 @@
+"""A store that keeps records but throws the bytes away: the benchmark server's discard mode.
+
+It checks what the protocol checks (tokens, ranges, offsets, totals, part
+lengths) and counts the bytes, but writes no file and hashes nothing, so a
+benchmark measures the client rather than the server's disk and MD5. It
+verifies no checksum: never use it to store data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import engine
+from synapse_sdk.server.store import COMPLETE, Store, Upload, _now, _Usage
+
+__all__ = ["DiscardStore"]
+
+
+class _CountedChunk:
+    """The ``Chunk`` interface, counting bytes and nothing else."""
+
+    chunk_md5 = None
+    chunk_xxh3 = None
+
+    def __init__(self, upload: Upload, limit: int | None, usage: _Usage) -> None:
+        self.upload = upload
+        self._usage = usage
+        self.limit = limit
+        self.received = 0
+        self.running = engine.Md5()  # stays empty: nothing is hashed
+        self.committed = False
+
+    def write(self, view: memoryview) -> None:
+        self.received += len(view)
+
+    @property
+    def size(self) -> int:
+        return self.received if self.limit is None else min(self.received, self.limit)
+
+    def __enter__(self) -> _CountedChunk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._usage.received(self.received)
+
+
+class DiscardStore(Store):
+    """``Store`` whose uploads keep their records and lose their bytes."""
+
+    def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> _CountedChunk:
+        return _CountedChunk(upload, limit, self._usage)
+
+    def running_md5(self, upload: Upload) -> None:
+        """Nothing was hashed: the finalize MD5 cannot be checked."""
+        return None
+
+    def complete(self, upload: Upload, checksum: str) -> Upload:
+        with self._database() as db:
+            db.execute(
+                "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
+                (COMPLETE, _now().isoformat(), checksum, upload.id),
+            )
+        return self._reload(upload.id)
