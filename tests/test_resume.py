@@ -184,3 +184,18 @@ def test_a_file_changed_during_the_upload_is_never_finalized(alice, tmp_path: Pa
         alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=rewrite_after_two_chunks)
     state = alice._get(raised.value.url)
     assert state["completed_at"] is None and state["offset"] < len(data)
+
+
+@pytest.mark.parametrize("chunk_digest", ["xxh3", "none"])
+def test_resume_when_the_file_md5_follows_on_its_own_thread(reference_server, tmp_path: Path, chunk_digest) -> None:
+    """Without per-chunk MD5 the journal may hold an MD5 state behind the offset; the resume catches up."""
+    path, data = make_file(tmp_path, "data.bin", 12 * 64 * KIB + 9)
+    client = BackendClient(
+        reference_server.base_url, access_token=ALICE, journal=tmp_path / "journal", chunk_digest=chunk_digest
+    )
+    with pytest.raises(Interrupted):
+        client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(8))
+    progress: list[int] = []
+    result = client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
+    assert progress[0] == 8 * 64 * KIB and stored(result) == data
+    assert result["checksum"] == hashlib.md5(data).hexdigest()
