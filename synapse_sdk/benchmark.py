@@ -136,8 +136,16 @@ class ServerProcess:
     ``base_url`` and ``token`` are then set.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        discard: bool = False,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.discard = discard
         self.token = token or secrets.token_urlsafe(16)
         self.timeout = timeout
         self.base_url: str | None = None
@@ -154,6 +162,8 @@ class ServerProcess:
         # "--token=T", not "--token T": a random token may start with "-",
         # which argparse would take for an option.
         command += ["--data-dir", str(self.data_dir), f"--token={self.token}"]
+        if self.discard:
+            command.append("--discard")
         # The server runs this very package, wherever it was imported from (an
         # installed copy, a source tree on sys.path), not whatever the new
         # interpreter's path would find first.

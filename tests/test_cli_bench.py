@@ -72,12 +72,20 @@ def test_json_has_the_fields_and_nothing_is_left_behind(tmp_path: Path) -> None:
                 assert not Path(word).exists(), line
 
 
+def test_discard_server_and_chunk_digest(tmp_path: Path) -> None:
+    done = run("bench", *TINY, "--json", "--discard", "--chunk-digest", "xxh3")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["server"]["discard"] is True
+    assert "chunk digest xxh3" in report["cases"]["engine"]["label"]
+
+
 def test_against_a_given_host_nothing_is_cleared(tmp_path: Path) -> None:
     with ReferenceServer(tmp_path / "data", tokens={ALICE: "alice"}) as server:
         done = run("bench", *TINY, "--json", "--host", server.base_url, "--token", ALICE)
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report["server"] == {"url": server.base_url, "embedded": False, "data_on_tmpfs": None}
+        assert report["server"] == {"url": server.base_url, "embedded": False, "data_on_tmpfs": None, "discard": False}
         # Two uploads per upload case (a warm-up and a timed round), all kept.
         assert len(list((tmp_path / "data" / "uploads").glob("*"))) == 4
 

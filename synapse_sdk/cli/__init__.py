@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--expire-after", type=parse_duration, default="1d", help="open uploads expire (410)")
     serve.add_argument("--certfile", type=Path, default=None, help="PEM certificate: serve HTTPS")
     serve.add_argument("--keyfile", type=Path, default=None, help="PEM private key of --certfile")
+    serve.add_argument(
+        "--discard", action="store_true", help="benchmarks only: check the protocol, count bytes, store nothing"
+    )
 
     cleanup = commands.add_parser("cleanup", help="delete the reference server's expired open uploads")
     cleanup.add_argument("--data-dir", type=Path, default=Path("synapse-data"), help="of a stopped server")
@@ -98,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
     bench.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     bench.add_argument("--plot", metavar="FILE.png", default=None, help="draw a bar chart (needs matplotlib)")
+    bench.add_argument(
+        "--discard", action="store_true", help="the local server stores and verifies nothing: measure the client"
+    )
+    bench.add_argument(
+        "--chunk-digest", choices=("md5", "xxh3", "none"), default="md5", help="the engine's per-chunk digest"
+    )
     return parser
 
 
@@ -123,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 expire_after=args.expire_after,
                 certfile=args.certfile,
                 keyfile=args.keyfile,
+                discard=args.discard,
             )
             return 0
         if args.command == "cleanup":

@@ -144,6 +144,8 @@ def _table(report: dict[str, Any]) -> str:
     if server["embedded"]:
         where = "on tmpfs" if server["data_on_tmpfs"] else "in a temporary directory"
         server_line = f"reference server in its own process at {server['url']}, data {where}"
+        if server["discard"]:
+            server_line += ", discarding (protocol checked, nothing stored or verified)"
     else:
         server_line = f"{server['url']} (given with --host)"
     size, rounds = report["size"], report["rounds"]
@@ -264,14 +266,16 @@ def run_bench(args: argparse.Namespace) -> int:
         md5 = md5_file(path)
 
         if data_dir is not None:
-            server = stack.enter_context(ServerProcess(data_dir))
+            server = stack.enter_context(ServerProcess(data_dir, discard=args.discard))
             host, token = server.base_url, server.token
             assert host is not None
             clear: Callable[[], object] | None = server.clear_uploads
             say(f"reference server at {host} in its own process, data in {data_dir}")
         else:
             host, token, clear = args.host.rstrip("/"), args.token, None
-        client = stack.enter_context(BackendClient(host, access_token=token, journal=False))
+        client = stack.enter_context(
+            BackendClient(host, access_token=token, journal=False, chunk_digest=args.chunk_digest)
+        )
         _check_server(client, host)
         session = stack.enter_context(requests.Session())
 
@@ -285,7 +289,7 @@ def run_bench(args: argparse.Namespace) -> int:
             if md5_file(path) != md5:
                 raise ValueError(f"{path} changed while it was measured")
 
-        engine_label = f"engine ({'native' if engine.NATIVE else 'pure Python'})"
+        engine_label = f"engine ({'native' if engine.NATIVE else 'pure Python'}, chunk digest {args.chunk_digest})"
         cases = [
             TimedCase("engine", engine_label, engine_once, clear),
             TimedCase("baseline", "baseline (published SDK algorithm)", baseline_once, clear),
@@ -300,7 +304,12 @@ def run_bench(args: argparse.Namespace) -> int:
         if clear is not None:
             clear()
         embedded = data_dir is not None
-        server_info = {"url": host, "embedded": embedded, "data_on_tmpfs": on_tmpfs if embedded else None}
+        server_info = {
+            "url": host,
+            "embedded": embedded,
+            "data_on_tmpfs": on_tmpfs if embedded else None,
+            "discard": bool(args.discard and embedded),
+        }
         report = _report(results, size, rounds, server_info)
         print(json.dumps(report, indent=2) if args.json else _table(report), flush=True)
         if plot is not None:
