@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.durable import fsync_dir
 from engine.source import FileIdentity
 
 __all__ = ["Journal", "JournalEntry", "default_journal_dir"]
@@ -127,7 +128,7 @@ class JournalSlot:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -136,11 +137,3 @@ class JournalSlot:
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -33,6 +33,7 @@ from typing import Final
 import xxhash
 
 import engine
+from engine.durable import fsync_dir
 
 __all__ = [
     "COMPLETE",
@@ -455,7 +456,7 @@ class Store:
         # Renamed before the record changes: a crash in between leaves an open
         # upload with a .done file, which _reconcile renames back.
         os.rename(upload.path, self._path(upload.id, COMPLETE))
-        _fsync_dir(self.uploads_dir)
+        fsync_dir(self.uploads_dir)
         with self._database() as db:
             db.execute(
                 "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
@@ -614,14 +615,6 @@ def _hash_file(path: Path, length: int) -> engine.Md5:
             md5.update(view[:count])
             length -= count
     return md5
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> datetime:
