@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from benches.conftest import clear_uploads, record_throughput
-from synapse_sdk.benchmark import baseline_upload
+from benches.conftest import record_throughput
+from synapse_sdk.benchmark import baseline_upload, clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 MIB = 1024 * 1024

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tempfile
 
-from benches.conftest import RATIOS, clear_uploads, record_throughput
+from benches.conftest import RATIOS, record_throughput
+from synapse_sdk.benchmark import clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 ROUNDS = 3

@@ -7,8 +7,8 @@ import hashlib
 import requests
 
 import engine
-from benches.conftest import clear_uploads, record_throughput
-from synapse_sdk.benchmark import baseline_upload
+from benches.conftest import record_throughput
+from synapse_sdk.benchmark import baseline_upload, clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 # One unmeasured round first: on a VM, the first touch of fresh memory pages

@@ -1,90 +1,120 @@
-"""Benchmark fixtures: a 1 GiB file and the reference server in its own process.
+"""Benchmark fixtures: a 1 GiB file, the reference server in its own process, and the summary.
 
 The server keeps its data on tmpfs (/dev/shm) when there is room, so the
-disk's fsync speed does not drown the difference between clients. Every
-benchmark records its throughput; the summary prints MB/s and the ratio of
-each to the baseline measured in the same run.
+disk's fsync speed does not drown the difference between clients. It comes
+in two kinds: ``bench_server`` stores and verifies as a real server does,
+``discard_server`` checks the protocol and throws the bytes away, so what is
+measured is the client alone. Both are ``synapse_sdk.benchmark.ServerProcess``.
+
+Every benchmark records what it measured; the summary prints MB/s and the
+ratio of each to the baseline measured in the same run, and the performance
+targets with the ratio measured against each. Nothing here judges a number:
+a target missed is reported, never failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
-import secrets
 import shutil
-import subprocess
-import sys
-import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from synapse_sdk.benchmark import ServerProcess, scratch_dir, write_random_file
 
 GIB = 1024**3
 THROUGHPUT: dict[str, float] = {}
 #: Extra lines for the summary: name -> (seconds, note); divided by the fresh upload's time.
 RATIOS: dict[str, tuple[float, str]] = {}
 _SECONDS: dict[str, float] = {}
+#: Room the stored uploads of one round may take on the server (bench_batch's 8 x 256 MiB, with margin).
+_SERVER_ROOM = 6 * GIB
 
 
-def _scratch_dir() -> Path:
-    shm = Path("/dev/shm")
-    if shm.is_dir() and shutil.disk_usage(shm).free > 6 * GIB:
-        return Path(tempfile.mkdtemp(prefix="synapse-bench-", dir=shm))
-    return Path(tempfile.mkdtemp(prefix="synapse-bench-"))
+@dataclass(frozen=True)
+class Target:
+    """One row of the performance targets: what was measured against what was asked.
+
+    ``at_least`` says which way is good: ``measured >= limit`` (a throughput
+    ratio) or ``measured <= limit`` (a CPU ratio, a memory peak).
+    """
+
+    number: str
+    workload: str
+    measured: float
+    limit: float
+    at_least: bool
+    unit: str = "x"
+    detail: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.measured >= self.limit if self.at_least else self.measured <= self.limit
+
+    def _value(self, value: float) -> str:
+        return f"{value:.2f}x" if self.unit == "x" else f"{value:.1f} {self.unit}"
+
+    @property
+    def shown(self) -> str:
+        return self._value(self.measured)
+
+    @property
+    def wanted(self) -> str:
+        return ("≥ " if self.at_least else "≤ ") + self._value(self.limit)
+
+    @property
+    def margin(self) -> str:
+        """How far from the target, signed so that positive is on the good side."""
+        ahead = self.measured - self.limit if self.at_least else self.limit - self.measured
+        return ("+" if ahead >= 0 else "-") + self._value(abs(ahead))
+
+
+#: The targets measured in this run, by number ("1", "2 (xxh3)", ...), in the order recorded.
+TARGETS: dict[str, Target] = {}
+#: Lines explaining where the time and the CPU went, by section title.
+NOTES: dict[str, list[str]] = {}
+
+
+def record_target(target: Target) -> None:
+    TARGETS[target.number] = target
+
+
+def record_note(section: str, line: str) -> None:
+    NOTES.setdefault(section, []).append(line)
 
 
 @pytest.fixture(scope="session")
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     size = int(os.environ.get("SYNAPSE_BENCH_BYTES", GIB))
-    path = tmp_path_factory.mktemp("bench") / "big.bin"
-    block = os.urandom(16 * 1024 * 1024)
-    with open(path, "wb") as f:
-        for _ in range(size // len(block)):
-            f.write(block)
-        f.write(block[: size % len(block)])
-    return path
+    return write_random_file(tmp_path_factory.mktemp("bench") / "big.bin", size)
 
 
-@pytest.fixture(scope="session")
-def bench_server():
-    """The reference server in a subprocess (its own GIL and core), data on tmpfs."""
-    data_dir = _scratch_dir()
-    token = secrets.token_urlsafe(16)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "synapse_sdk.cli",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--token",
-            token,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+@contextlib.contextmanager
+def _server(discard: bool) -> Iterator[ServerProcess]:
+    data_dir, _ = scratch_dir(_SERVER_ROOM)
     try:
-        for line in process.stdout:
-            match = re.search(r"(http://[\d.]+:\d+)/", line)
-            if match:
-                break
-        else:
-            raise RuntimeError("the reference server exited before it listened")
-        yield match.group(1), token, data_dir
+        with ServerProcess(data_dir, discard=discard) as server:
+            yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def clear_uploads(data_dir: Path) -> None:
-    """Drop stored uploads between rounds so tmpfs does not fill up."""
-    for part in (data_dir / "uploads").glob("*"):
-        part.unlink()
+@pytest.fixture(scope="session")
+def bench_server() -> Iterator[tuple[str, str, Path]]:
+    """``(url, token, data_dir)`` of the reference server in a subprocess (its own GIL and core), data on tmpfs."""
+    with _server(discard=False) as server:
+        assert server.base_url is not None
+        yield server.base_url, server.token, server.data_dir
+
+
+@pytest.fixture(scope="session")
+def discard_server() -> Iterator[ServerProcess]:
+    """The reference server in discard mode: protocol checked, bytes counted and dropped, nothing verified."""
+    with _server(discard=True) as server:
+        yield server
 
 
 def record_throughput(name: str, benchmark, size: int) -> None:
@@ -92,9 +122,7 @@ def record_throughput(name: str, benchmark, size: int) -> None:
     _SECONDS[name] = benchmark.stats.stats.median
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    if not THROUGHPUT:
-        return
+def _throughput_section(terminalreporter) -> None:
     terminalreporter.section("upload throughput (median of rounds)")
     terminalreporter.write_line(f"{'case':<56} {'MB/s':>8} {'x baseline':>11}")
     for name, rate in THROUGHPUT.items():
@@ -107,3 +135,26 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for name, (seconds, note) in RATIOS.items():
         if fresh:
             terminalreporter.write_line(f"{name}: {seconds:.2f} s / {fresh:.2f} s = {seconds / fresh:.3f} ({note})")
+
+
+def _targets_section(terminalreporter) -> None:
+    terminalreporter.section("targets (measured in this run against a reference from the same run)")
+    terminalreporter.write_line(f"{'#':<10} {'workload':<58} {'measured':>9} {'target':>10} {'met?':>5} {'by':>9}")
+    for t in TARGETS.values():
+        terminalreporter.write_line(
+            f"{t.number:<10} {t.workload:<58} {t.shown:>9} {t.wanted:>10} {'yes' if t.met else 'NO':>5} {t.margin:>9}"
+        )
+    for t in TARGETS.values():
+        if t.detail:
+            terminalreporter.write_line(f"  {t.number}: {t.detail}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if THROUGHPUT:
+        _throughput_section(terminalreporter)
+    if TARGETS:
+        _targets_section(terminalreporter)
+    for section, lines in NOTES.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
