@@ -1,0 +1,554 @@
+"""The performance issue's targets 1-5 and 7, each measured against a reference taken in the same run.
+
+Target 6 (1 GiB to the full, verifying server, against the published
+algorithm) is ``benches/bench_upload.py``.
+
+- Throughput (targets 1, 2 and 5) is timed in this process with
+  pytest-benchmark, uploading to the reference server in discard mode (the
+  protocol is checked, the bytes are counted and dropped: what is measured is
+  the client), against one core's ``hashlib.md5`` over the same bytes (1, 2)
+  or the same files sent one at a time (5). The reference runs in the untimed
+  setup of every round, so it and the upload alternate (A B A B ...).
+- CPU and peak RSS (targets 3, 4 and 7) are read in a subprocess that does
+  only the upload, or only the hashing, and prints them as JSON, so pytest's
+  own memory and threads never count. The CPU is ``getrusage(RUSAGE_SELF)``
+  after the work minus before it (interpreter start-up and imports are not the
+  upload's). The peak RSS is the process's ``VmHWM`` (/proc/self/status),
+  which includes start-up and imports. Not ``ru_maxrss``: Linux carries it
+  across ``exec``, so a child started from a pytest process larger than itself
+  reports pytest's peak (it is printed alongside, to show it).
+- One more upload of each kind runs with a sampler of per-thread CPU
+  (``/proc/self/task/*/stat``), the server's and the machine's CPU read around
+  it: the "where the CPU goes" section, which says what bounds each target.
+
+Run it whole (``python -m pytest benches/bench_targets.py``), not with
+``--benchmark-only``, which would skip the CPU and RSS tests: they time
+subprocesses, not the ``benchmark`` fixture. About four minutes on two cores.
+
+Benchmarks report, they do not judge: nothing here asserts a timing or a
+ratio, only that every upload completed with the right size and checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benches.conftest import THROUGHPUT, Target, record_note, record_target
+from engine.source import WINDOW
+from synapse_sdk.benchmark import ServerProcess, md5_file, write_random_file
+from synapse_sdk.clients.backend import BackendClient
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1024**2
+GIB = 1024**3
+#: Timed rounds per throughput case (after one warm-up round), and per CPU or RSS case.
+ROUNDS = 5
+CPU_ROUNDS = 3
+#: Target 5's files, and the sparse files of target 4.
+FILE_SET = (8, 256 * MIB)
+SPARSE_SIZES = {"1 GiB": GIB, "8 GiB": 8 * GIB}
+WHERE = "where the CPU goes (one more upload of each kind, per-thread CPU sampled every 20 ms)"
+
+# What every child prints: its own usage, read before and after the measured work.
+_USAGE = """
+import json, os, resource, sys, time
+
+def usage():
+    # Peak RSS from VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    # child of the pytest process would report pytest's own peak when it is larger.
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return {"user": r.ru_utime, "sys": r.ru_stime, "maxrss": r.ru_maxrss * 1024, "hwm": hwm * 1024}
+"""
+
+#: argv: url token chunk_digest concurrency (0: create_chunked_upload of one file) server_pid (0: no sampling) paths...
+UPLOAD_CHILD = (
+    _USAGE
+    + r"""
+import re, threading
+from synapse_sdk.clients.backend import BackendClient
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(stat_path, split=False):
+    # utime + stime, fields 14 and 15 of a stat line (after the command, which may hold spaces).
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
+    return (user, system) if split else user + system
+
+
+def machine():
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return {"busy": (user + nice + system + irq + softirq) / TICK, "steal": steal / TICK}
+
+
+class Sampler(threading.Thread):
+    # Per-thread CPU of this process; a thread's last sample stands after it ends.
+
+    def __init__(self, server_pid):
+        super().__init__(name="cpu-sampler", daemon=True)
+        self.server_pid, self.done, self.seen, self.names = server_pid, threading.Event(), {}, {}
+
+    def sample(self):
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                self.seen[int(tid)] = cpu_of(f"/proc/self/task/{tid}/stat", split=True)
+            except OSError:
+                continue  # the thread ended meanwhile
+            self.names.setdefault(int(tid), names.get(int(tid), "other"))
+
+    def run(self):
+        while not self.done.wait(0.02):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self.before = dict(self.seen)
+        self.server_before, self.machine_before = cpu_of(f"/proc/{self.server_pid}/stat"), machine()
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
+        self.sample()
+        self.server = cpu_of(f"/proc/{self.server_pid}/stat") - self.server_before
+        after = machine()
+        self.machine = {k: after[k] - self.machine_before[k] for k in after}
+
+    def roles(self):
+        # {role: [user, sys]}: threads of one pool ("chunk-hasher_0", ...) add up.
+        roles = {}
+        for tid, (user, system) in self.seen.items():
+            role = re.sub(r"_\d+$", "", self.names[tid])
+            was = self.before.get(tid, (0.0, 0.0))
+            total = roles.setdefault(role, [0.0, 0.0])
+            total[0] += user - was[0]
+            total[1] += system - was[1]
+        return roles
+
+
+url, token, digest, concurrency, server_pid, *paths = sys.argv[1:]
+client = BackendClient(url, access_token=token, journal=False, chunk_digest=digest)
+sampler = Sampler(int(server_pid)) if int(server_pid) else None
+before = usage()
+started = time.perf_counter()
+if sampler is not None:
+    sampler.__enter__()
+if int(concurrency) == 0:
+    results, failed = [client.create_chunked_upload(paths[0])], []
+else:
+    batch = client.upload_files(paths, concurrency=int(concurrency))
+    results, failed = [e["result"] for e in batch["successful"]], [e["error"] for e in batch["failed"]]
+if sampler is not None:
+    sampler.__exit__()
+wall = time.perf_counter() - started
+after = usage()
+report = {"before": before, "after": after, "wall": wall, "failed": failed}
+report["records"] = [{"size": r.get("size"), "checksum": r.get("checksum")} for r in results]
+if sampler is not None:
+    report.update(threads=sampler.roles(), server=sampler.server, machine=sampler.machine)
+print(json.dumps(report))
+"""
+)
+
+#: argv: path. One core's hashlib.md5 over the file, read as synapse_sdk.benchmark.md5_file reads it.
+MD5_CHILD = (
+    _USAGE
+    + """
+from synapse_sdk.benchmark import md5_file
+
+before = usage()
+digest = md5_file(sys.argv[1])
+after = usage()
+print(json.dumps({"before": before, "after": after, "digest": digest}))
+"""
+)
+
+#: argv: mode path. The file is read into memory first, so only hashing is measured (no I/O).
+HASH_CHILD = (
+    _USAGE
+    + """
+import hashlib
+import engine, xxhash
+
+mode, path = sys.argv[1:]
+CHUNK = 50 * 1024 * 1024  # the upload's chunks: a new chunk MD5 at each boundary
+with open(path, "rb") as f:
+    data = f.read()
+view = memoryview(data)
+chunks = [view[start : start + CHUNK] for start in range(0, len(view), CHUNK)]
+before = usage()
+if mode == "hashlib.md5":
+    md5 = hashlib.md5()
+    for chunk in chunks:
+        md5.update(chunk)
+elif mode == "engine.Md5 (one lane)":
+    md5 = engine.Md5()
+    for chunk in chunks:
+        md5.update(chunk)
+elif mode == "engine.update_pair (two lanes)":
+    md5 = engine.Md5()
+    for chunk in chunks:
+        engine.update_pair(md5, engine.Md5(), chunk)
+elif mode == "digest_windows, chunk MD5 (md5)":
+    md5 = engine.Md5()
+    for chunk in chunks:
+        engine.digest_windows([chunk], md5, True)
+elif mode == "digest_windows, no chunk MD5 (xxh3, none)":
+    md5 = engine.Md5()
+    for chunk in chunks:
+        engine.digest_windows([chunk], md5, False)
+elif mode == "xxhash.xxh3_128 alone":
+    md5 = None
+    for chunk in chunks:
+        xxhash.xxh3_128(chunk).digest()
+else:
+    raise SystemExit(f"unknown mode {mode!r}")
+after = usage()
+print(json.dumps({"before": before, "after": after, "digest": md5.hexdigest() if md5 is not None else None}))
+"""
+)
+HASH_MODES = (
+    "hashlib.md5",
+    "engine.Md5 (one lane)",
+    "engine.update_pair (two lanes)",
+    "digest_windows, chunk MD5 (md5)",
+    "digest_windows, no chunk MD5 (xxh3, none)",
+    "xxhash.xxh3_128 alone",
+)
+
+
+def _child(script: str, *args: object) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter on this source tree; its last line of output, as JSON."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _size(size: int) -> str:
+    return f"{size / GIB:g} GiB" if size >= GIB else f"{size / MIB:g} MiB"
+
+
+def _cpu(report: dict[str, Any]) -> float:
+    """User + system seconds of the measured work (after minus before)."""
+    before, after = report["before"], report["after"]
+    return after["user"] + after["sys"] - before["user"] - before["sys"]
+
+
+def _upload_child(server: ServerProcess, digest: str, paths: list[Path], *, concurrency: int = 0, pid: int = 0):
+    report = _child(UPLOAD_CHILD, server.base_url, server.token, digest, concurrency, pid, *paths)
+    assert not report["failed"], report["failed"][:3]
+    assert sorted(r["size"] for r in report["records"]) == sorted(p.stat().st_size for p in paths)
+    return report
+
+
+def _server_pid(server: ServerProcess) -> int:
+    """The pid of the server's process: our child whose command line names its data directory."""
+    me, marker = os.getpid(), str(server.data_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and marker in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    raise LookupError(f"no child process serves {server.data_dir}")
+
+
+def _interleaved(cases: dict[str, Callable[[], dict[str, Any]]], rounds: int) -> dict[str, list[dict[str, Any]]]:
+    """Run each case's callable ``rounds`` times, the cases in turn (A B C A B C ...); the reports by case."""
+    reports: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, run in cases.items():
+            reports[name].append(run())
+    return reports
+
+
+class _InTurn:
+    """A reference timed in the untimed setup of every round, so reference and measured case alternate.
+
+    Handed to ``benchmark.pedantic(setup=...)``: pytest-benchmark calls it
+    before each warm-up and each timed round, so on a noisy machine a slow
+    minute hurts both sides of the ratio alike. ``then`` runs after the
+    reference, untimed (e.g. clearing the server's uploads).
+    """
+
+    def __init__(self, reference: Callable[[], object], then: Callable[[], object], warmup: int = 1) -> None:
+        self.reference, self.then, self.warmup = reference, then, warmup
+        self.seconds: list[float] = []
+
+    def __call__(self) -> None:
+        started = time.perf_counter()
+        self.reference()
+        self.seconds.append(time.perf_counter() - started)
+        self.then()
+
+    @property
+    def median(self) -> float:
+        # The first ones went with the benchmark's warm-up rounds.
+        return statistics.median(self.seconds[self.warmup :])
+
+
+@pytest.fixture(scope="module")
+def file_md5(big_file: Path) -> str:
+    """``big_file``'s MD5; reading it also pulls it into the page cache."""
+    return md5_file(big_file)
+
+
+@pytest.fixture(scope="module")
+def file_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
+    count, size = FILE_SET
+    directory = tmp_path_factory.mktemp("targets-set")
+    paths = [write_random_file(directory / f"f{i}.bin", size) for i in range(count)]
+    yield paths
+    for path in paths:
+        path.unlink()
+
+
+@pytest.fixture(scope="module")
+def sparse_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    directory = tmp_path_factory.mktemp("targets-sparse")
+    paths = {}
+    for name, size in SPARSE_SIZES.items():
+        paths[name] = directory / f"sparse-{size}.bin"
+        with open(paths[name], "wb") as f:
+            f.truncate(size)  # sparse: read like any file, costs no disk
+    yield paths
+    for path in paths.values():
+        path.unlink()
+
+
+@pytest.mark.parametrize("digest", ["md5", "xxh3", "none"])
+def test_one_file_to_discard_server(benchmark, big_file, discard_server, file_md5, digest: str) -> None:
+    """Targets 1 and 2: 1 GiB to the discarding server, against one core's MD5 over the same bytes, in turn."""
+    size = big_file.stat().st_size
+    reference = _InTurn(lambda: md5_file(big_file), discard_server.clear_uploads)
+    with BackendClient(
+        discard_server.base_url, access_token=discard_server.token, journal=False, chunk_digest=digest
+    ) as client:
+        result = benchmark.pedantic(
+            client.create_chunked_upload,
+            args=(big_file,),
+            setup=reference,
+            rounds=ROUNDS,
+            iterations=1,
+            warmup_rounds=1,
+        )
+    assert result["size"] == size and result.get("checksum") in (None, file_md5)
+    rate, md5_rate = size / benchmark.stats.stats.median / 1e6, size / reference.median / 1e6
+    THROUGHPUT[f"{_size(size)} to the discard server: chunk digest {digest}"] = rate
+    THROUGHPUT[f"  hashlib.md5 of the same file, in turn with digest {digest}"] = md5_rate
+    number, limit = ("1", 0.90) if digest == "md5" else (f"2 ({digest})", 0.95)
+    what = "default (Content-MD5 per chunk)" if digest == "md5" else f"chunk digest {digest}"
+    detail = f"{rate:.0f} MB/s / hashlib.md5 {md5_rate:.0f} MB/s, each the median of {ROUNDS} rounds taken in turn"
+    record_target(
+        Target(number, f"{_size(size)} -> discard server, {what}", rate / md5_rate, limit, True, detail=detail)
+    )
+
+
+def test_client_cpu(big_file, discard_server, file_md5: str) -> None:
+    """Target 3: the uploading process's CPU (xxh3 or no chunk digest) against hashing the file once."""
+    md5 = file_md5
+    cases = {
+        "hashlib.md5 of the file": lambda: _child(MD5_CHILD, big_file),
+        **{
+            digest: (lambda digest=digest: _upload_child(discard_server, digest, [big_file]))
+            for digest in ("xxh3", "none", "md5")
+        },
+    }
+    _child(MD5_CHILD, big_file)  # warm-up: the page cache, the interpreter's files
+    reports = _interleaved(cases, CPU_ROUNDS)
+    assert all(r["digest"] == md5 for r in reports["hashlib.md5 of the file"])
+    cpu = {name: statistics.median(_cpu(r) for r in runs) for name, runs in reports.items()}
+    reference = cpu["hashlib.md5 of the file"]
+    split = {
+        name: "user {:.2f} + sys {:.2f} s".format(
+            statistics.median(r["after"]["user"] - r["before"]["user"] for r in runs),
+            statistics.median(r["after"]["sys"] - r["before"]["sys"] for r in runs),
+        )
+        for name, runs in reports.items()
+    }
+    for digest in ("xxh3", "none"):
+        record_target(
+            Target(
+                f"3 ({digest})",
+                f"{_size(big_file.stat().st_size)}, chunk digest {digest}: client CPU / one hashlib.md5",
+                cpu[digest] / reference,
+                1.15,
+                False,
+                detail=f"upload {cpu[digest]:.2f} s ({split[digest]}) / hashlib.md5 {reference:.2f} s"
+                f" ({split['hashlib.md5 of the file']}); median of {CPU_ROUNDS}",
+            )
+        )
+    for name, seconds in cpu.items():
+        label = name if name.startswith("hashlib") else f"upload, chunk digest {name}"
+        record_note(
+            "client CPU, one file to the discard server (subprocess, median of rounds)",
+            f"{label:<28} {seconds:5.2f} s  ({split[name]})  {seconds / reference:5.2f}x hashlib.md5 of the file",
+        )
+
+
+def test_peak_rss(discard_server, sparse_files) -> None:
+    """Target 4: the uploading process's peak RSS for a sparse 8 GiB file, and for a 1 GiB one."""
+    cases = {
+        name: (lambda path=path: _upload_child(discard_server, "md5", [path])) for name, path in sparse_files.items()
+    }
+    reports = _interleaved(cases, CPU_ROUNDS)
+    peak = {name: [r["after"]["hwm"] / 1e6 for r in runs] for name, runs in reports.items()}
+    maxrss = {name: max(r["after"]["maxrss"] for r in runs) / 1e6 for name, runs in reports.items()}
+    big, small = statistics.median(peak["8 GiB"]), statistics.median(peak["1 GiB"])
+    imported = statistics.median(r["before"]["hwm"] / 1e6 for runs in reports.values() for r in runs)
+    rates = {
+        name: statistics.median(SPARSE_SIZES[name] / r["wall"] / 1e6 for r in runs) for name, runs in reports.items()
+    }
+    record_target(
+        Target(
+            "4 (peak)",
+            "8 GiB sparse file: peak RSS of the uploading process",
+            big,
+            80.0,
+            False,
+            unit="MB",
+            detail=f"VmHWM 8 GiB: {', '.join(f'{p:.1f}' for p in peak['8 GiB'])} MB at {rates['8 GiB']:.0f} MB/s;"
+            f" 1 GiB: {', '.join(f'{p:.1f}' for p in peak['1 GiB'])} MB at {rates['1 GiB']:.0f} MB/s;"
+            f" {imported:.1f} MB of it before the upload began (interpreter and imports);"
+            f" ru_maxrss said {maxrss['8 GiB']:.1f} / {maxrss['1 GiB']:.1f} MB (the parent's peak, see above)",
+        )
+    )
+    record_target(
+        Target(
+            "4 (flat)",
+            "peak RSS, 8 GiB minus 1 GiB (same = within one 8 MiB window)",
+            big - small,
+            WINDOW / 1e6,
+            False,
+            unit="MB",
+            detail=f"median peaks {big:.1f} MB - {small:.1f} MB",
+        )
+    )
+
+
+def test_many_files(benchmark, file_set, discard_server) -> None:
+    """Target 5: 8 x 256 MiB at concurrency 2, against the same files one at a time, in turn."""
+    total = sum(p.stat().st_size for p in file_set)
+    with BackendClient(discard_server.base_url, access_token=discard_server.token, journal=False) as client:
+
+        def upload(concurrency: int) -> dict[str, Any]:
+            results = client.upload_files(file_set, concurrency=concurrency)
+            assert not results["failed"], results["failed"][:3]
+            assert sum(r["result"]["size"] for r in results["successful"]) == total
+            return results
+
+        def one_at_a_time() -> None:
+            discard_server.clear_uploads()
+            upload(1)
+
+        reference = _InTurn(one_at_a_time, discard_server.clear_uploads)
+        benchmark.pedantic(upload, args=(2,), setup=reference, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    two, one = total / benchmark.stats.stats.median / 1e6, total / reference.median / 1e6
+    THROUGHPUT["8 x 256 MiB to the discard server: concurrency 2"] = two
+    THROUGHPUT["  the same files, concurrency 1, in turn with it"] = one
+    record_target(
+        Target(
+            "5",
+            "8 x 256 MiB, concurrency 2: aggregate / one file at a time",
+            two / one,
+            1.7,
+            True,
+            detail=f"{two:.0f} MB/s / {one:.0f} MB/s at concurrency 1, same files, each the median of {ROUNDS}"
+            " rounds taken in turn",
+        )
+    )
+
+
+def test_hashing_cpu(big_file, file_md5: str) -> None:
+    """Target 7: the CPU of both MD5s (whole file and every chunk) against one hashlib.md5 pass."""
+    md5 = file_md5
+    size = big_file.stat().st_size
+    cases = {mode: (lambda mode=mode: _child(HASH_CHILD, mode, big_file)) for mode in HASH_MODES}
+    reports = _interleaved(cases, CPU_ROUNDS)
+    for mode, runs in reports.items():
+        assert all(r["digest"] == (None if mode.startswith("xxhash") else md5) for r in runs), mode
+    cpu = {mode: statistics.median(_cpu(r) for r in runs) for mode, runs in reports.items()}
+    reference = cpu["hashlib.md5"]
+    record_target(
+        Target(
+            "7",
+            "CPU of both MD5s (update_pair) / one hashlib.md5 pass",
+            cpu["engine.update_pair (two lanes)"] / reference,
+            1.3,
+            False,
+            detail=f"update_pair {cpu['engine.update_pair (two lanes)']:.2f} s / hashlib.md5 {reference:.2f} s"
+            f" over {_size(size)} in memory, median of {CPU_ROUNDS}",
+        )
+    )
+    section = f"hashing on one core, {_size(size)} in memory (CPU only, median of rounds)"
+    for mode, seconds in cpu.items():
+        record_note(
+            section,
+            f"{mode:<44} {size / seconds / 1e6:7.0f} MB/s  {seconds:5.2f} s  {seconds / reference:5.2f}x hashlib.md5",
+        )
+
+
+def test_where_the_cpu_goes(big_file, file_set, discard_server) -> None:
+    """No target: one more upload of each kind, with per-thread CPU, to say what bounds the targets above."""
+    pid = _server_pid(discard_server)
+    cores = len(os.sched_getaffinity(0))
+    record_note(
+        WHERE,
+        f"{'upload (discard server)':<34} {'MB/s':>5} {'wall s':>6} | in cores (CPU s / wall s):"
+        f" {'hasher':>6} {'its sys':>7} {'sender':>6} {'main':>6} {'client':>6} {'server':>6} {'machine':>7}"
+        f" {'steal':>5}",
+    )
+    size = _size(big_file.stat().st_size)
+    kinds = [(f"{size}, chunk digest {d}", d, [big_file], 0) for d in ("md5", "xxh3", "none")]
+    kinds += [(f"8 x 256 MiB, concurrency {c}, {d}", d, file_set, c) for c, d in ((1, "md5"), (2, "md5"), (2, "xxh3"))]
+    for label, digest, paths, concurrency in kinds:
+        report = _upload_child(discard_server, digest, paths, concurrency=concurrency, pid=pid)
+        wall = report["wall"]
+        threads = {role: sum(split) for role, split in report["threads"].items() if role != "cpu-sampler"}
+        hasher = threads.get("chunk-hasher", 0.0)
+        hasher_sys = report["threads"].get("chunk-hasher", [0.0, 0.0])[1]
+        # The thread that sends: the caller's own for one file, the pool's for a batch (whose
+        # main thread only hashes the files with xxh3 first, to send identical ones once).
+        sender = threads.get("upload", 0.0) if concurrency else threads.get("MainThread", 0.0)
+        main = threads.get("MainThread", 0.0) if concurrency else 0.0
+        rate = sum(p.stat().st_size for p in paths) / wall / 1e6
+        record_note(
+            WHERE,
+            f"{label:<34} {rate:5.0f} {wall:6.2f} | {'':>26}"
+            f" {hasher / wall:6.2f} {hasher_sys / wall:7.2f} {sender / wall:6.2f} {main / wall:6.2f}"
+            f" {sum(threads.values()) / wall:6.2f} {report['server'] / wall:6.2f}"
+            f" {report['machine']['busy'] / wall:7.2f} {report['machine']['steal'] / wall:5.2f}",
+        )
+    record_note(
+        WHERE,
+        f"(client: all its threads but the sampler's; machine: busy cores of the {cores} this process may use,"
+        " whoever used them; ticks of 10 ms)",
+    )
