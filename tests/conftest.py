@@ -72,6 +72,16 @@ def client(server):
         yield client
 
 
+def alice_uploader(server, **options):
+    """An engine ``ChunkedUploader`` for user alice on ``server`` (options: twin, journal, chunk_size...)."""
+    from engine.transport import Transport
+    from engine.uploader import ChunkedUploader
+
+    return ChunkedUploader(
+        Transport(), server.base_url, headers=lambda: {"Synapse-Access-Token": f"Token {ALICE}"}, **options
+    )
+
+
 def make_file(directory, name: str, size: int) -> tuple:
     """A file of random bytes; returns its path and content."""
     import os

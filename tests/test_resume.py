@@ -14,10 +14,8 @@ import pytest
 
 from engine.errors import GoneError
 from engine.journal import Journal
-from engine.transport import Transport
-from engine.uploader import ChunkedUploader
 from synapse_sdk.clients.backend import BackendClient
-from tests.conftest import ALICE, make_file
+from tests.conftest import ALICE, alice_uploader, make_file
 
 KIB = 1024
 REPO = Path(__file__).resolve().parent.parent
@@ -67,14 +65,7 @@ def test_resume_with_either_twin(reference_server, tmp_path: Path, twin) -> None
     first = BackendClient(reference_server.base_url, access_token=ALICE, journal=journal.directory)
     with pytest.raises(Interrupted):
         first.create_chunked_upload(path, chunk_size=100 * KIB, on_progress=interrupt_after(3))
-    uploader = ChunkedUploader(
-        Transport(),
-        reference_server.base_url,
-        headers=lambda: {"Synapse-Access-Token": f"Token {ALICE}"},
-        chunk_size=100 * KIB,
-        twin=twin,
-        journal=journal,
-    )
+    uploader = alice_uploader(reference_server, chunk_size=100 * KIB, twin=twin, journal=journal)
     progress: list[int] = []
     result = uploader.upload(path, lambda d, t: progress.append(d))
     assert progress[0] == 300 * KIB and stored(result) == data

@@ -11,10 +11,9 @@ from urllib.parse import urlparse
 import pytest
 
 from engine.errors import AuthenticationError, ClientConnectionError, ClientError, ValidationError
-from engine.transport import Transport
 from engine.uploader import ChunkedUploader
 from synapse_sdk.clients.backend import BackendClient
-from tests.conftest import make_file
+from tests.conftest import alice_uploader, make_file
 
 KIB = 1024
 
@@ -128,16 +127,8 @@ def test_resume_from_a_known_upload(client, server, tmp_path: Path) -> None:
 
 
 def test_both_twins_upload_identically(reference_server, tmp_path: Path, twin) -> None:
-    from tests.conftest import ALICE
-
     path, data = make_file(tmp_path, "data.bin", 777 * KIB)
-    uploader = ChunkedUploader(
-        Transport(),
-        reference_server.base_url,
-        headers=lambda: {"Synapse-Access-Token": f"Token {ALICE}"},
-        chunk_size=100 * KIB,
-        twin=twin,
-    )
+    uploader = alice_uploader(reference_server, chunk_size=100 * KIB, twin=twin)
     result = uploader.upload(path)
     assert result["checksum"] == hashlib.md5(data).hexdigest()
 

@@ -155,7 +155,5 @@ class BaseClient:
 
 
 def _parsed(answer: Response) -> Any:
-    if answer.status == 204:
-        return None
-    detail = answer.detail
-    return detail
+    """The answer's JSON (or text, as synapse-sdk returns it); ``None`` for 204."""
+    return None if answer.status == 204 else answer.detail
