@@ -41,7 +41,7 @@ from synapse_sdk.benchmark import (
 )
 from synapse_sdk.cli import _positive_int, parse_size
 from synapse_sdk.cli.progress import human_bytes
-from synapse_sdk.cli.upload import UsageError, _check_server
+from synapse_sdk.cli.upload import UsageError, check_server
 
 __all__ = ["run_bench"]
 
@@ -276,7 +276,7 @@ def run_bench(args: argparse.Namespace) -> int:
         client = stack.enter_context(
             BackendClient(host, access_token=token, journal=False, chunk_digest=args.chunk_digest)
         )
-        _check_server(client, host)
+        check_server(client, host)
         session = stack.enter_context(requests.Session())
 
         def engine_once() -> None:

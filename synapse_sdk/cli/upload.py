@@ -23,7 +23,7 @@ from typing import Any
 from engine.errors import AuthenticationError, ClientConnectionError, ClientError, NotFoundError, ValidationError
 from synapse_sdk.cli.progress import ProgressDisplay, human_bytes
 
-__all__ = ["UsageError", "expand_paths", "run_upload"]
+__all__ = ["UsageError", "check_server", "expand_paths", "run_upload"]
 
 #: Data units created per request when binding files to a collection.
 UNIT_BATCH = 1000
@@ -59,7 +59,7 @@ def expand_paths(arguments: list[str], *, recursive: bool) -> list[Path]:
     return files
 
 
-def _check_server(client: Any, host: str) -> None:
+def check_server(client: Any, host: str) -> None:
     """One cheap request, so an unreachable server or a bad token is one clear line, not N failures."""
     try:
         client._get("chunked_upload/0/")
@@ -149,7 +149,7 @@ def run_upload(args: argparse.Namespace) -> int:
         client = stack.enter_context(
             BackendClient(host, access_token=token, tenant=args.tenant, journal=not args.no_resume)
         )
-        _check_server(client, host)
+        check_server(client, host)
         display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
         started = time.monotonic()
         results = client.upload_files(
