@@ -34,12 +34,18 @@ static const uint32_t md5_k[64] = {
 };
 
 #define MD5_ROTL(x, c) (((x) << (c)) | ((x) >> (32 - (c))))
-#define MD5_F(x, y, z) ((z) ^ ((x) & ((y) ^ (z))))
-#define MD5_G(x, y, z) ((y) ^ ((z) & ((x) ^ (y))))
-#define MD5_H(x, y, z) ((x) ^ (y) ^ (z))
-#define MD5_I(x, y, z) ((y) ^ ((x) | ~(z)))
+/* Each round function adds itself into a.  b is the value the previous step
+ * just produced, so the terms are arranged to need it last: everything that
+ * depends only on older values is computed while b is still in flight (the
+ * latency tricks of OpenSSL's assembly).  G as two disjoint ANDs may be added
+ * separately, the one without b first. */
+#define MD5_F(a, b, c, d) a += (d) ^ ((b) & ((c) ^ (d)));
+#define MD5_G(a, b, c, d) a += (c) & ~(d); a += (b) & (d);
+#define MD5_H(a, b, c, d) a += (b) ^ ((c) ^ (d));
+#define MD5_I(a, b, c, d) a += (c) ^ ((b) | ~(d));
 #define MD5_STEP(f, a, b, c, d, m, k, s) \
-    a += f(b, c, d) + (m) + (k);         \
+    a += (m) + (k);                      \
+    f(a, b, c, d)                        \
     a = MD5_ROTL(a, s) + b;
 
 static inline uint32_t md5_load_le(const unsigned char *p) {
