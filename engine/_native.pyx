@@ -109,18 +109,18 @@ def update_pair(Md5 running, Md5 chunk, data) -> None:
         md5_update_pair(&running.ctx, &chunk.ctx, &view[0], n)
 
 
-def digest_windows(windows, Md5 running, bint chunk_md5=True):
-    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128)`` digests.
+def digest_windows(windows, Md5 running, bint chunk_md5=True, bint xxh3=True):
+    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128 or None)``.
 
     ``running`` (the whole file's MD5) absorbs the same bytes; the chunk's own
     MD5 is computed alongside (two lanes, one pass) unless ``chunk_md5`` is
-    false. MD5 and xxh3 work slice by slice so xxh3 reads what MD5 just pulled
-    into cache.
+    false, its xxh3-128 unless ``xxh3`` is false. MD5 and xxh3 work slice by
+    slice so xxh3 reads what MD5 just pulled into cache.
     """
     cdef Md5 chunk = Md5()
     cdef const unsigned char[::1] view
     cdef Py_ssize_t start, end, n
-    xxh = xxhash.xxh3_128()
+    xxh = xxhash.xxh3_128() if xxh3 else None
     for window in windows:
         view = _bytes_view(window)
         n = view.shape[0]
@@ -132,6 +132,7 @@ def digest_windows(windows, Md5 running, bint chunk_md5=True):
                     md5_update_pair(&running.ctx, &chunk.ctx, &view[start], end - start)
                 else:
                     md5_update(&running.ctx, &view[start], end - start)
-            xxh.update(view[start:end])
+            if xxh is not None:
+                xxh.update(view[start:end])
             start = end
-    return (chunk.digest() if chunk_md5 else None), xxh.digest()
+    return (chunk.digest() if chunk_md5 else None), (xxh.digest() if xxh is not None else None)

@@ -65,14 +65,16 @@ def update_pair(running: Md5, chunk: Md5, data: bytes | memoryview) -> None:
     chunk.update(data)
 
 
-def digest_windows(windows: Iterable[memoryview], running: Md5, chunk_md5: bool = True) -> tuple[bytes | None, bytes]:
-    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128)`` digests.
+def digest_windows(
+    windows: Iterable[memoryview], running: Md5, chunk_md5: bool = True, xxh3: bool = True
+) -> tuple[bytes | None, bytes | None]:
+    """Hash a chunk given as buffers: returns ``(md5 or None, xxh3_128 or None)``.
 
     ``running`` absorbs the same bytes; the chunk's own MD5 is skipped when
-    ``chunk_md5`` is false.
+    ``chunk_md5`` is false, its xxh3-128 when ``xxh3`` is false.
     """
     chunk = Md5() if chunk_md5 else None
-    xxh = xxhash.xxh3_128()
+    xxh = xxhash.xxh3_128() if xxh3 else None
     for window in windows:
         view = memoryview(window).cast("B")
         for start in range(0, len(view), SLICE):
@@ -81,5 +83,6 @@ def digest_windows(windows: Iterable[memoryview], running: Md5, chunk_md5: bool 
                 update_pair(running, chunk, piece)
             else:
                 running.update(piece)
-            xxh.update(piece)
-    return (chunk.digest() if chunk is not None else None), xxh.digest()
+            if xxh is not None:
+                xxh.update(piece)
+    return (chunk.digest() if chunk is not None else None), (xxh.digest() if xxh is not None else None)

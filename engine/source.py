@@ -45,12 +45,12 @@ class FileIdentity:
 
 @dataclass(frozen=True)
 class ChunkDigest:
-    """Digests of bytes ``[start, end)``: their xxh3-128 and, unless it was not asked for, MD5."""
+    """Digests of bytes ``[start, end)``: their MD5 and xxh3-128, each None unless asked for."""
 
     start: int
     end: int
     md5: bytes | None
-    xxh3_128: bytes
+    xxh3_128: bytes | None
 
     @property
     def content_md5(self) -> str:

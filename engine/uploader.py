@@ -3,8 +3,8 @@
 ``ChunkedUploader`` runs the protocol machine (``engine.protocol``) against a
 ``Transport``: it sends what the machine asks for, retries what the policy
 allows, and feeds every answer back. ``ChunkHasher`` computes, on a worker
-thread, each chunk's MD5 and xxh3-128 together with the whole file's running
-MD5, one chunk ahead of the sender. Bytes travel as mmap windows from the page
+thread, the whole file's running MD5 together with each chunk's own digest
+(the one its header carries), one chunk ahead of the sender. Bytes travel as mmap windows from the page
 cache to the hasher and to the socket; no chunk is ever copied into ``bytes``.
 """
 
@@ -67,10 +67,13 @@ class ChunkHasher:
     that re-aligns the upload to an earlier offset costs no re-hash from zero.
     """
 
-    def __init__(self, source: MappedFile, twin: ModuleType = engine, *, chunk_md5: bool = True) -> None:
+    def __init__(
+        self, source: MappedFile, twin: ModuleType = engine, *, chunk_md5: bool = True, chunk_xxh3: bool = True
+    ) -> None:
         self._source = source
         self._twin = twin
         self._chunk_md5 = chunk_md5
+        self._chunk_xxh3 = chunk_xxh3
         self._lock = threading.Lock()
         self._states: dict[int, Md5] = {0: twin.Md5()}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-hasher")
@@ -122,7 +125,8 @@ class ChunkHasher:
 
     def _hash(self, chunk: Chunk) -> ChunkDigest:
         running = self.md5_at(chunk.start)
-        md5, xxh3 = self._twin.digest_windows(self._source.windows(chunk.start, chunk.end), running, self._chunk_md5)
+        windows = self._source.windows(chunk.start, chunk.end)
+        md5, xxh3 = self._twin.digest_windows(windows, running, self._chunk_md5, self._chunk_xxh3)
         digest = ChunkDigest(chunk.start, chunk.end, md5, xxh3)
         with self._lock:
             self._states[chunk.end] = running
@@ -224,7 +228,14 @@ class _Upload:
             url = self._resumable_url(slot.load())
         self.restarted = False
         self.protocol = ChunkedUploadProtocol(source.size, uploader.chunk_size, url=url)
-        self.hasher = ChunkHasher(source, uploader.twin, chunk_md5=uploader.chunk_digest == "md5")
+        # The hasher is the upload's critical path: it computes only what a header needs.
+        # The journal's xxh3 of a chunk is taken by the sending thread, which waits anyway.
+        self.hasher = ChunkHasher(
+            source,
+            uploader.twin,
+            chunk_md5=uploader.chunk_digest == "md5",
+            chunk_xxh3=uploader.chunk_digest == "xxh3",
+        )
         self.reported = 0
         self.idempotency_key = uuid.uuid4().hex
         # Lost answers are retried by asking the server; this bounds how often in a row.
@@ -319,7 +330,7 @@ class _Upload:
                 return
             if _says(answer.detail, "chunk checksum mismatch") and attempt < CHUNK_CHECKSUM_RETRIES:
                 # The server saw other bytes than we hashed: the wire or the file.
-                if self.hasher.rehash(chunk).xxh3_128 != digest.xxh3_128:
+                if self.hasher.rehash(chunk) != digest:
                     raise FileChangedError(f"{self.source.path} changed while it was being uploaded")
                 continue
             answer.raise_for_status()
@@ -382,7 +393,8 @@ class _Upload:
         entry = self.entry
         entry.offset = offset
         if digest.end <= offset:
-            entry.chunks.append([digest.start, digest.end, digest.xxh3_128.hex()])
+            xxh3 = digest.xxh3_128 or self.source.xxh3_128(digest.start, digest.end)
+            entry.chunks.append([digest.start, digest.end, xxh3.hex()])
         state = self.hasher.md5_at(offset).state()
         if state is not None:
             entry.md5_state, entry.md5_offset = base64.b64encode(state).decode("ascii"), offset

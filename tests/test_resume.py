@@ -83,8 +83,15 @@ def test_a_changed_file_starts_afresh_and_says_so(alice, tmp_path: Path, caplog)
     assert "changed since its upload" in caplog.text and "starting a fresh upload" in caplog.text
 
 
-def test_same_size_and_mtime_but_other_bytes_is_caught_by_xxh3(alice, tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("chunk_digest", ["md5", "xxh3", "none"])
+def test_same_size_and_mtime_but_other_bytes_is_caught_by_xxh3(
+    reference_server, tmp_path: Path, caplog, chunk_digest
+) -> None:
+    """The journal holds each chunk's xxh3 whichever digest the chunks carried (the hasher's or the sender's)."""
     path, data = make_file(tmp_path, "data.bin", 300 * KIB)
+    alice = BackendClient(
+        reference_server.base_url, access_token=ALICE, journal=tmp_path / "journal", chunk_digest=chunk_digest
+    )
     with pytest.raises(Interrupted):
         alice.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=interrupt_after(3))
     before = path.stat()
@@ -172,7 +179,7 @@ def test_a_file_changed_during_the_upload_is_never_finalized(alice, tmp_path: Pa
 
 
 @pytest.mark.parametrize("chunk_digest", ["xxh3", "none"])
-def test_resume_when_the_file_md5_follows_on_its_own_thread(reference_server, tmp_path: Path, chunk_digest) -> None:
+def test_resume_without_chunk_md5(reference_server, tmp_path: Path, chunk_digest) -> None:
     """Without per-chunk MD5 the journal may hold an MD5 state behind the offset; the resume catches up."""
     path, data = make_file(tmp_path, "data.bin", 12 * 64 * KIB + 9)
     client = BackendClient(

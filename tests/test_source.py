@@ -47,8 +47,8 @@ def test_digests_of_every_chunk(twin, sample) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(size=st.integers(0, 70_000), chunk_size=st.integers(1, 40_000), chunk_md5=st.booleans())
-def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bool) -> None:
+@given(size=st.integers(0, 70_000), chunk_size=st.integers(1, 40_000), chunk_md5=st.booleans(), xxh3=st.booleans())
+def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bool, xxh3: bool) -> None:
     import engine._native as native
 
     import engine._pure as pure
@@ -60,7 +60,7 @@ def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bo
         running = twin.Md5()
         with MappedFile(path, window=PAGE) as source:
             digests = [
-                twin.digest_windows(source.windows(c.start, c.end), running, chunk_md5)
+                twin.digest_windows(source.windows(c.start, c.end), running, chunk_md5, xxh3)
                 for c in plan_chunks(size, chunk_size)
             ]
         results.append((digests, running.digest()))
@@ -100,4 +100,13 @@ def test_chunk_md5_can_be_skipped(twin, sample) -> None:
     with MappedFile(path) as source:
         md5, xxh3 = twin.digest_windows(source.windows(0, len(data)), running, False)
     assert md5 is None and xxh3 == xxhash.xxh3_128(data).digest()
+    assert running.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+def test_only_the_whole_file_md5(twin, sample) -> None:
+    """With neither chunk digest asked for, the hasher does one MD5 lane and nothing else."""
+    path, data = sample
+    running = twin.Md5()
+    with MappedFile(path) as source:
+        assert twin.digest_windows(source.windows(0, len(data)), running, False, False) == (None, None)
     assert running.hexdigest() == hashlib.md5(data).hexdigest()
