@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.faults import Proxy, cut_request, drop_response, stall, status
+from tests.faults import Proxy, corrupt, cut_request, drop_response, stall, status
 
 KIB = 1024
 TIMEOUT = 5.0
@@ -200,6 +200,17 @@ def test_cut_request_tears_the_body_for_both_sides(upstream: RecordingServer) ->
     assert (torn.length, torn.received, torn.complete) == (len(body), 1000, False)
     assert stats.injected == {"cut_request": 1}
     assert stats.forwarded == 1 and stats.body_bytes == 1000 + len(body)
+
+
+def test_corrupt_flips_one_byte_and_relays_the_answer(upstream: RecordingServer) -> None:
+    body = bytes(range(256)) * 800  # several pieces of the relay loop
+    with Proxy(upstream.url, lambda i, *_: corrupt(150_000) if i == 0 else None) as proxy:
+        assert requests.put(proxy.url + "/up/", data=body, timeout=TIMEOUT).json()["received"] == len(body)
+    flipped = bytearray(body)
+    flipped[150_000] ^= 0xFF
+    wait_for(lambda: len(upstream.seen) == 1)
+    assert upstream.seen[0].sha256 == hashlib.sha256(flipped).hexdigest()
+    assert proxy.stats.injected == {"corrupt": 1}
 
 
 def test_cut_with_linger_breaks_the_client_before_the_server(upstream: RecordingServer) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
@@ -13,7 +15,8 @@ import pytest
 from engine.errors import AuthenticationError, ClientConnectionError, ClientError, ValidationError
 from engine.uploader import ChunkedUploader
 from synapse_sdk.clients.backend import BackendClient
-from tests.conftest import alice_uploader, make_file
+from tests.conftest import ALICE, alice_uploader, make_file
+from tests.faults import Fault, Proxy, corrupt
 
 KIB = 1024
 
@@ -177,10 +180,44 @@ def test_plain_http_sends_chunks_with_sendfile(reference_server, tmp_path: Path,
         return real(self, file, offset, count)
 
     monkeypatch.setattr(socket.socket, "sendfile", counting_sendfile)
-    from tests.conftest import ALICE
-
     path, data = make_file(tmp_path, "data.bin", 3 * 64 * KIB + 5)
     with BackendClient(reference_server.base_url, access_token=ALICE, journal=False) as client:
         result = client.create_chunked_upload(path, chunk_size=64 * KIB)
     assert Path(result["file"]).read_bytes() == data
     assert sum(calls) == len(data)
+
+
+def flip_a_byte_of_the_second_chunk() -> Callable[..., Fault | None]:
+    """A fault proxy plan: one byte in the middle of the second chunk PUT arrives inverted."""
+    puts = itertools.count()
+
+    def plan(index: int, method: str, path: str, headers: Mapping[str, str]) -> Fault | None:
+        if method == "PUT" and next(puts) == 1:
+            return corrupt(int(headers["content-length"]) // 2)
+        return None
+
+    return plan
+
+
+@pytest.mark.parametrize("chunk_digest", ["md5", "xxh3"])
+def test_a_chunk_corrupted_on_the_wire_is_refused_and_sent_again(
+    reference_server, tmp_path: Path, chunk_digest: str
+) -> None:
+    """The server refuses the flipped chunk; the client checks the file did not change and resends it."""
+    path, data = make_file(tmp_path, "data.bin", 5 * 64 * KIB + 3)
+    with Proxy(reference_server.base_url, flip_a_byte_of_the_second_chunk()) as proxy:
+        client = BackendClient(proxy.url, access_token=ALICE, journal=False, chunk_digest=chunk_digest)
+        result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert Path(result["file"]).read_bytes() == data
+    assert proxy.stats.injected == {"corrupt": 1} and proxy.stats.answers[400] == 1
+
+
+def test_without_chunk_digests_corruption_is_caught_at_finalize(reference_server, tmp_path: Path) -> None:
+    """With chunk_digest="none" nothing checks a chunk on arrival, but the whole file's MD5 refuses the result."""
+    path, _ = make_file(tmp_path, "data.bin", 5 * 64 * KIB + 3)
+    with Proxy(reference_server.base_url, flip_a_byte_of_the_second_chunk()) as proxy:
+        client = BackendClient(proxy.url, access_token=ALICE, journal=False, chunk_digest="none")
+        with pytest.raises(ClientError, match="checksum") as raised:
+            client.create_chunked_upload(path, chunk_size=64 * KIB)
+        upload_id = raised.value.url.rstrip("/").split("/")[-1]
+        assert client.get_chunked_upload(upload_id)["completed_at"] is None

@@ -2,13 +2,14 @@
 
 ``tests.faults.proxy.Proxy`` sits on loopback in front of a real server and,
 request by request, either forwards faithfully or injects one fault (a torn
-request body, a lost answer, an injected error status, a stall). It is test
-tooling only: it never talks to anything but 127.0.0.1.
+request body, a lost answer, an injected error status, a stall, a flipped
+byte). It is test tooling only: it never talks to anything but 127.0.0.1.
 """
 
 from __future__ import annotations
 
 from tests.faults.proxy import (
+    Corrupt,
     CutRequest,
     DropResponse,
     Fault,
@@ -18,6 +19,7 @@ from tests.faults.proxy import (
     RequestLog,
     Stall,
     Status,
+    corrupt,
     cut_request,
     drop_response,
     stall,
@@ -25,6 +27,7 @@ from tests.faults.proxy import (
 )
 
 __all__ = [
+    "Corrupt",
     "CutRequest",
     "DropResponse",
     "Fault",
@@ -34,6 +37,7 @@ __all__ = [
     "RequestLog",
     "Stall",
     "Status",
+    "corrupt",
     "cut_request",
     "drop_response",
     "stall",

@@ -18,7 +18,9 @@ or injects the fault the plan returns:
 - ``status(code, retry_after=None)``: read and discard the request body, then
   answer ``code`` with a small JSON body itself, without forwarding;
 - ``stall(seconds)``: forward the request, read the answer, hold it for
-  ``seconds`` (past the client's read timeout), then close (or relay it late).
+  ``seconds`` (past the client's read timeout), then close (or relay it late);
+- ``corrupt(at_byte)``: forward the request with one body byte flipped, as a
+  faulty NIC or middlebox would, and relay the answer.
 
 When the upstream cannot be reached (a test killed it) the proxy answers
 ``502`` like a gateway would; when the upstream connection breaks in the middle
@@ -47,6 +49,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 __all__ = [
+    "Corrupt",
     "CutRequest",
     "DropResponse",
     "Fault",
@@ -56,6 +59,7 @@ __all__ = [
     "RequestLog",
     "Stall",
     "Status",
+    "corrupt",
     "cut_request",
     "drop_response",
     "stall",
@@ -125,7 +129,18 @@ class Stall:
         return "stall"
 
 
-Fault = CutRequest | DropResponse | Status | Stall
+@dataclass(frozen=True)
+class Corrupt:
+    """Forward the request with the body byte at ``at_byte`` inverted."""
+
+    at_byte: int
+
+    @property
+    def kind(self) -> str:
+        return "corrupt"
+
+
+Fault = CutRequest | DropResponse | Status | Stall | Corrupt
 #: ``(request_index, method, path, headers) -> Fault | None``; header names are lower case.
 Plan = Callable[[int, str, str, Mapping[str, str]], "Fault | None"]
 
@@ -150,6 +165,12 @@ def stall(seconds: float, *, relay: bool = False) -> Stall:
     if seconds < 0:
         raise ValueError(f"a stall cannot last {seconds} seconds")
     return Stall(seconds, relay)
+
+
+def corrupt(at_byte: int) -> Corrupt:
+    if at_byte < 0:
+        raise ValueError(f"at_byte must not be negative, not {at_byte}")
+    return Corrupt(at_byte)
 
 
 # -- bookkeeping --------------------------------------------------------------
@@ -633,6 +654,10 @@ class Proxy:
             sent = 0
             limit = fault.after_bytes if isinstance(fault, CutRequest) else None
             for piece in _body(client, framing):
+                if isinstance(fault, Corrupt) and sent <= fault.at_byte < sent + len(piece):
+                    flipped = bytearray(piece)
+                    flipped[fault.at_byte - sent] ^= 0xFF
+                    piece = bytes(flipped)
                 if limit is not None and sent + len(piece) >= limit:
                     self._send_upstream(upstream, piece[: limit - sent])
                     self._count("body_bytes", limit - sent)
