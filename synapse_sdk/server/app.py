@@ -519,6 +519,8 @@ class UploadApp:
                                 form.fields[name] = _decode_field(name, text)
                             text, sink = None, None
             parser.close()
+            if chunk is not None:
+                chunk.settle()  # its digests are final from here on
         except MultipartError as error:
             raise HttpError(400, f"malformed multipart/form-data body: {error}") from None
         return form

@@ -33,6 +33,9 @@ class _CountedChunk:
     def write(self, view: memoryview) -> None:
         self.received += len(view)
 
+    def settle(self) -> None:
+        pass  # nothing is hashed, so nothing is left to wait for
+
     @property
     def size(self) -> int:
         return self.received if self.limit is None else min(self.received, self.limit)

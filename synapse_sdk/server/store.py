@@ -11,18 +11,20 @@ storage quota; ``data_dir/lock`` keeps a second process off the same data.
 
 This module knows nothing of HTTP: it takes and gives plain values and the
 application decides the answers. It must never hold a chunk in memory: bytes
-go from the caller's buffers straight to the file and the hashers.
+go from the caller's buffers straight to the file, and the hashers read them
+back from the page cache a block at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -53,8 +55,11 @@ COMPLETE: Final = 2
 _CREATING: Final = 0
 
 _READ_BLOCK: Final = 1 << 20
-# Below this a write is cheaper done here than handed to another thread.
-_OVERLAP_MIN: Final = 256 * 1024
+# Stored bytes are read back for hashing in blocks this size: they stay in the L2 cache.
+_HASH_BLOCK: Final = 1 << 20
+# Hashing is handed to a pool thread once this much is waiting: fewer, longer
+# tasks, so the two threads rarely wait on each other (or on the GIL).
+_HASH_BATCH: Final = 2 << 20
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -139,7 +144,13 @@ class _KeyLock:
 
 
 class Chunk:
-    """One chunk being written at an upload's offset and hashed as it passes.
+    """One chunk being written at an upload's offset, hashed as it is stored.
+
+    The request thread writes each piece as it arrives; a pool thread follows
+    behind, reading the stored bytes back from the page cache and hashing
+    them, so receiving and hashing (the server's two big costs) overlap, and
+    what is verified is exactly what was stored. ``settle`` waits for the
+    hashing to catch up: the digests are final only after it.
 
     Bytes past ``limit`` are counted in ``received`` but neither written nor
     hashed, so an oversized part cannot grow the file. Leaving the ``with``
@@ -162,40 +173,75 @@ class Chunk:
         self.upload = upload
         self.limit = limit
         self.received = 0
-        self._claimed = 0  # bytes counted against the quota, all written or being written
+        self._claimed = 0  # bytes counted against the quota, all written
         # Hashed on a copy: the upload's own MD5 stays as it was until commit.
         self.running = running.copy()
         # The chunk's own digests, for the checks its request asked for.
         self.chunk_md5 = engine.Md5() if "md5" in verify else None
         self.chunk_xxh3 = xxhash.xxh3_128() if "xxh3" in verify else None
         self.committed = False
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0)
         self._fd = os.open(upload.path, flags, 0o644)
         self._pool = pool
         self._usage = usage
+        # Hashing follows writing: bytes [0, _written) of the chunk are stored,
+        # [0, _hashed) hashed; one pool task at a time catches up.
+        self._progress = threading.Lock()
+        self._written = self._hashed = 0
+        self._catching_up = False
+        self._hashing: Future[None] | None = None
 
     def write(self, view: memoryview) -> None:
-        """Append ``view`` (the part's next bytes) to the file and the hashes."""
+        """Append ``view`` (the part's next bytes) to the file; hashing follows."""
         start = self.received
         self.received += len(view)
         if self.limit is not None and self.received > self.limit:
             view = view[: max(0, self.limit - start)]
+        if not view:
+            return
         # Counted before it is written, so concurrent chunks cannot jointly
         # cross the quota; a refused chunk is truncated away on exit.
         self._usage.claim(self.upload.owner.user, len(view))
         self._claimed += len(view)
-        if len(view) < _OVERLAP_MIN:
-            self._hash(view)
-            _write_at(self._fd, view, self.upload.offset + start)
-            return
-        # Filling fresh page-cache pages is as slow as hashing them, and both
-        # release the GIL: write on a pool thread while hashing here. Waiting
-        # before returning means the caller's buffer is only used during the call.
-        writing = self._pool.submit(_write_at, self._fd, view, self.upload.offset + start)
-        try:
-            self._hash(view)
-        finally:
-            writing.result()
+        _write_at(self._fd, view, self.upload.offset + start)
+        with self._progress:
+            self._written = start + len(view)
+            if not self._catching_up and self._written - self._hashed >= _HASH_BATCH:
+                self._catching_up = True
+                self._hashing = self._pool.submit(self._catch_up)
+
+    def settle(self) -> None:
+        """Hash what is left and wait until every stored byte is hashed.
+
+        Called by the thread that writes, after its last write; raises what
+        hashing raised.
+        """
+        self._wait_for_hashing()
+        with self._progress:
+            self._catching_up = True
+        self._catch_up()
+
+    def _wait_for_hashing(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+
+    def _catch_up(self) -> None:
+        # A task that failed stays failed (its digests are partial): settle raises its error.
+        buffer = bytearray(_HASH_BLOCK)
+        while True:
+            with self._progress:
+                start, end = self._hashed, self._written
+                if start == end:
+                    self._catching_up = False
+                    return
+            for position in range(start, end, _HASH_BLOCK):
+                count = min(_HASH_BLOCK, end - position)
+                view = memoryview(buffer)[:count]
+                if os.preadv(self._fd, [view], self.upload.offset + position) != count:
+                    raise OSError(errno.EIO, f"short read of the chunk just written to {self.upload.path}")
+                self._hash(view)
+            with self._progress:
+                self._hashed = end
 
     def _hash(self, view: memoryview) -> None:
         if self.chunk_md5 is not None:
@@ -218,6 +264,9 @@ class Chunk:
     ) -> None:
         self._usage.received(self.received)
         try:
+            # The hashing task reads through the descriptor: it must be done before it closes.
+            with contextlib.suppress(Exception):
+                self._wait_for_hashing()
             if not self.committed:
                 self._usage.release(self.upload.owner.user, self._claimed)
                 os.ftruncate(self._fd, self.upload.offset)
