@@ -206,14 +206,10 @@ elif mode == "engine.update_pair (two lanes)":
     md5 = engine.Md5()
     for chunk in chunks:
         engine.update_pair(md5, engine.Md5(), chunk)
-elif mode == "digest_windows, chunk MD5 (md5)":
+elif mode == "digest_windows, one lane + xxh3 (for xxh3)":
     md5 = engine.Md5()
     for chunk in chunks:
-        engine.digest_windows([chunk], md5, True)
-elif mode == "digest_windows, no chunk MD5 (xxh3, none)":
-    md5 = engine.Md5()
-    for chunk in chunks:
-        engine.digest_windows([chunk], md5, False)
+        engine.digest_windows([chunk], md5, False, True)
 elif mode == "xxhash.xxh3_128 alone":
     md5 = None
     for chunk in chunks:
@@ -228,8 +224,7 @@ HASH_MODES = (
     "hashlib.md5",
     "engine.Md5 (one lane)",
     "engine.update_pair (two lanes)",
-    "digest_windows, chunk MD5 (md5)",
-    "digest_windows, no chunk MD5 (xxh3, none)",
+    "digest_windows, one lane + xxh3 (for xxh3)",
     "xxhash.xxh3_128 alone",
 )
 
