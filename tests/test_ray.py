@@ -7,6 +7,7 @@ worker actor while it is inside a multi-chunk file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import ray
 from hypothesis import given
 from hypothesis import strategies as st
 
+from synapse_sdk.cli import _parser, _resolve_ray_option
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.clients.backend.batch import BatchProgress
 from synapse_sdk.clients.backend.ray_executor import FILE_COST, RayExecutor, _RemoteJob, _unseen, deal
@@ -252,6 +254,22 @@ def test_deal_spreads_empty_files_and_counts_work_in_hand() -> None:
     assert deal({7: 100, 8: 10}, [5 * MIB, 0]) == [[], [7, 8]]
 
 
+def test_ray_address_or_first_path() -> None:
+    def parsed(*argv: str):
+        args = _parser().parse_args(["upload", *argv])
+        _resolve_ray_option(args)
+        return args.ray, args.paths
+
+    assert parsed("--ray", "README.md") == (True, ["README.md"])
+    assert parsed("--ray", "auto", "README.md") == ("auto", ["README.md"])
+    assert parsed("--ray", "10.0.0.1:6379", "a", "b") == ("10.0.0.1:6379", ["a", "b"])
+    assert parsed("--ray", "ray://head:10001", "a") == ("ray://head:10001", ["a"])
+    assert parsed("a", "--ray") == (True, ["a"])
+    assert parsed("a") == (None, ["a"])
+    with pytest.raises(SystemExit):
+        parsed("--ray")
+
+
 def run_python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("SYNAPSE_", "RAY_ADDRESS"))} | env
     return subprocess.run(
@@ -264,15 +282,40 @@ def run_python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_command_line_on_ray(ray_cluster, reference_server, tmp_path: Path) -> None:
+    files = mixed(tmp_path / "data")
+    done = run_python(
+        "-m",
+        "synapse_sdk.cli",
+        "upload",
+        "--ray",
+        ray_cluster,
+        "-r",
+        str(tmp_path / "data"),
+        "--json",
+        "--chunk-size",
+        "64KiB",
+        env={"SYNAPSE_HOST": reference_server.base_url, "SYNAPSE_ACCESS_TOKEN": ALICE},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["total"] == len(files) and not report["failed"]
+    assert {r["path"]: r["checksum"] for r in report["successful"]} == {
+        str(p): hashlib.md5(d).hexdigest() for p, d in files.items()
+    }
+    assert "progress: " in done.stderr and f"{len(files)} of {len(files)} files uploaded" in done.stderr
+
+
 WITHOUT_RAY = """
 import sys
 sys.modules["ray"] = None  # as if Ray were not installed
+from synapse_sdk.cli import main
 from synapse_sdk.clients.backend import BackendClient
 try:
     BackendClient("http://127.0.0.1:9").upload_files([], executor="ray")
 except ImportError as error:
     print("library:", error)
-from synapse_sdk.cli import main
+print("cli ray:", main(["upload", "--ray", "README.md"]))
 print("cli local:", main(["upload", "README.md", "--json"]))
 """
 
@@ -280,4 +323,5 @@ print("cli local:", main(["upload", "README.md", "--json"]))
 def test_without_ray_the_package_works_and_the_ray_option_says_how_to_install_it() -> None:
     done = run_python("-c", WITHOUT_RAY, env={})
     assert "library: the Ray executor needs Ray: pip install 'synapse-upload[ray]'" in done.stdout
-    assert "cli local: 0" in done.stdout, done.stderr
+    assert "synapse-upload: the Ray executor needs Ray: pip install 'synapse-upload[ray]'" in done.stderr
+    assert "cli ray: 2" in done.stdout and "cli local: 0" in done.stdout, done.stderr
