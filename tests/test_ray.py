@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 from synapse_sdk.cli import _parser, _resolve_ray_option
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.clients.backend.batch import BatchProgress
-from synapse_sdk.clients.backend.ray_executor import FILE_COST, RayExecutor, _RemoteJob, _unseen, deal
+from synapse_sdk.clients.backend.ray_executor import (
+    FILE_COST,
+    RayExecutor,
+    WorkerStartError,
+    _RemoteJob,
+    _unseen,
+    deal,
+)
 from tests.conftest import ALICE, make_file
 from tests.faults import Proxy, stall
 
@@ -181,6 +188,20 @@ def test_a_file_whose_workers_keep_dying_fails_and_says_why(
     [failed] = results["failed"]
     assert failed["file_path"] == big and failed["error"].startswith("WorkerDiedError: ")
     assert "died 1 time (max_worker_deaths=1), the last on node " in failed["error"]
+    assert failed["error"].endswith("ActorDiedError: The actor is dead because it was killed by `ray.kill`.")
+
+
+def test_workers_that_cannot_start_are_one_clear_error(ray_cluster, reference_server, tmp_path: Path) -> None:
+    class Misconfigured(BackendClient):
+        def settings(self) -> dict:
+            return super().settings() | {"base_url": "nope"}  # what a worker would refuse
+
+    path, _ = make_file(tmp_path, "data.bin", 10)
+    client = Misconfigured(reference_server.base_url, access_token=ALICE)
+    with pytest.raises(
+        WorkerStartError, match="no Ray upload worker started: ActorDiedError: ValueError: base_url must"
+    ):
+        client.upload_files([path], executor=RayExecutor(workers=1))
 
 
 def test_ctrl_c_stops_the_workers_and_a_rerun_resumes(

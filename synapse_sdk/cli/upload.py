@@ -151,6 +151,7 @@ def ray_executor(address: str | bool) -> Any:
 
 def run_upload(args: argparse.Namespace) -> int:
     from synapse_sdk.clients.backend import BackendClient
+    from synapse_sdk.clients.backend.ray_executor import WorkerStartError  # Ray itself is imported only if used
 
     files = expand_paths(args.paths, recursive=args.recursive)
     executor = ray_executor(args.ray) if args.ray else None
@@ -171,14 +172,17 @@ def run_upload(args: argparse.Namespace) -> int:
         check_server(client, host)
         display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
         started = time.monotonic()
-        results = client.upload_files(
-            files,
-            concurrency=args.concurrency,
-            chunk_size=args.chunk_size,
-            skip_existing=args.skip_existing,
-            on_progress=display,
-            executor=executor,
-        )
+        try:
+            results = client.upload_files(
+                files,
+                concurrency=args.concurrency,
+                chunk_size=args.chunk_size,
+                skip_existing=args.skip_existing,
+                on_progress=display,
+                executor=executor,
+            )
+        except WorkerStartError as error:
+            raise UsageError(str(error)) from None
         seconds = time.monotonic() - started
         display.close()
         sent = sum(r["result"].get("size") or Path(r["file_path"]).stat().st_size for r in results["successful"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
+import re
 import socket
 import stat
 import threading
@@ -38,7 +39,7 @@ from typing import Any
 from engine.errors import FileChangedError
 from synapse_sdk.clients.backend.batch import Batch, FileJob, attempt, failure
 
-__all__ = ["RAY_MISSING", "RayExecutor", "WorkerDiedError", "deal"]
+__all__ = ["RAY_MISSING", "RayExecutor", "WorkerDiedError", "WorkerStartError", "deal"]
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'synapse-upload[ray]'"
 
@@ -56,6 +57,16 @@ MTIME_SLACK = 2.0
 
 class WorkerDiedError(Exception):
     """The Ray workers uploading a file died too often; it is reported as failed."""
+
+
+class WorkerStartError(RuntimeError):
+    """No Ray upload worker could be started (no free CPU, or the package missing on the nodes)."""
+
+
+def _gist(error: BaseException) -> str:
+    """``Type: what happened`` in one line: Ray's messages end with the cause, after the actor's particulars."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
 def _import_ray() -> ModuleType:
@@ -207,11 +218,11 @@ class _Driver:
                     raise TimeoutError(f"not started within {START_TIMEOUT:.0f} s (no free CPU in the cluster?)")
                 seats.append(_Seat(actor, self.ray.get(ref)))
             except Exception as error:
-                errors.append(f"{type(error).__name__}: {error}")
+                errors.append(_gist(error))
                 with contextlib.suppress(Exception):
                     self.ray.kill(actor)
         if not seats:
-            raise RuntimeError(f"no Ray upload worker started: {errors[0]}")
+            raise WorkerStartError(f"no Ray upload worker started: {errors[0]}")
         return seats
 
     def _deal(self, indexes: list[int]) -> None:
@@ -266,17 +277,16 @@ class _Driver:
             if self.deaths[index] < self.max_deaths:
                 again.append(index)
                 continue
-            deaths, cause = self.deaths[index], str(error).strip().splitlines()
+            deaths = self.deaths[index]
             reason = WorkerDiedError(
                 f"the Ray worker uploading it died {deaths} time{'s' if deaths > 1 else ''}"
-                f" (max_worker_deaths={self.max_deaths}), the last on {seat.where}:"
-                f" {type(error).__name__}{': ' + cause[0] if cause else ''}"
+                f" (max_worker_deaths={self.max_deaths}), the last on {seat.where}: {_gist(error)}"
             )
             self.batch.finished(self.jobs[index], failure(self.jobs[index].path, reason))
         if again and not self.seats:
             try:
                 self.seats = self._started(1)
-            except RuntimeError as start_error:
+            except WorkerStartError as start_error:
                 for index in again:
                     self.batch.finished(self.jobs[index], failure(self.jobs[index].path, start_error))
                 return
