@@ -22,9 +22,10 @@ from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.backend.data_collection import DataCollectionClientMixin
 from synapse_sdk.clients.backend.ml import MLClientMixin
+from synapse_sdk.clients.backend.ray_executor import RayExecutor
 from synapse_sdk.clients.base import BaseClient
 
-__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin"]
+__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin", "RayExecutor"]
 
 
 class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, BaseClient):
