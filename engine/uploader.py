@@ -182,6 +182,7 @@ class ChunkedUploader:
         *,
         url: str | None = None,
         cancel: threading.Event | None = None,
+        on_url: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Upload one file; returns the server's final record.
 
@@ -190,14 +191,16 @@ class ChunkedUploader:
         journal, an upload of the same file that an earlier run left
         unfinished is resumed the same way. Setting ``cancel`` stops the
         upload before its next request with ``UploadCancelled``; the journal
-        keeps it resumable.
+        keeps it resumable. ``on_url(url)`` is told the upload's URL as soon
+        as the server has created it (again if a fresh upload replaces it),
+        so that another process can resume it with ``url=``.
         """
         with MappedFile(path) as source:
             # A one-chunk file has nothing to resume: spare it the journal's fsyncs.
             journaled = self.journal is not None and source.size > self.chunk_size
             slot = self.journal.slot(self.collection_url, source.path) if journaled else None
             try:
-                return _Upload(self, source, on_progress, url, slot, cancel).run()
+                return _Upload(self, source, on_progress, url, slot, cancel, on_url).run()
             finally:
                 if slot is not None:
                     slot.release()
@@ -214,10 +217,13 @@ class _Upload:
         url: str | None,
         slot: JournalSlot | None,
         cancel: threading.Event | None = None,
+        on_url: Callable[[str], None] | None = None,
     ):
         self.up = uploader
         self.source = source
         self.on_progress = on_progress
+        self.on_url = on_url
+        self.announced_url = url
         self.filename = os.path.basename(source.path)
         self.slot = slot
         self.cancel = cancel
@@ -321,6 +327,7 @@ class _Upload:
             if answer.status < 400:
                 self.protocol.chunk_stored(self._record(answer))
                 self.lost_answers = self.up.retry
+                self._announce_url()
                 self._journal(digest)
                 self.hasher.forget_below(self.protocol.offset)
                 self._progress(self.protocol.offset)
@@ -336,6 +343,11 @@ class _Upload:
             answer.raise_for_status()
             raise ProtocolError(f"unexpected answer {answer.status} to a chunk: {answer.detail!r}")
         raise ProtocolError(f"the server rejected the checksum of bytes {chunk.start}-{chunk.end} repeatedly")
+
+    def _announce_url(self) -> None:
+        if self.on_url is not None and self.protocol.url != self.announced_url:
+            self.announced_url = self.protocol.url
+            self.on_url(self.protocol.url)
 
     def _resumable_url(self, entry: JournalEntry | None) -> str | None:
         if entry is None:

@@ -90,3 +90,8 @@ def test_directories_need_recursion(tmp_path: Path) -> None:
 def test_bad_concurrency(client) -> None:
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         client.upload_files([], concurrency=0)
+
+
+def test_unknown_executor(client) -> None:
+    with pytest.raises(ValueError, match="executor must be 'local', 'ray' or an executor object"):
+        client.upload_files([], executor="dask")

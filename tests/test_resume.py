@@ -161,6 +161,24 @@ def test_client_killed_mid_upload_sends_only_the_missing_bytes(reference_server,
         assert reference_server.stats()["bytes_received"] - before == len(data) - 13 * 64 * KIB
 
 
+def test_the_url_told_to_on_url_resumes_elsewhere_without_a_journal(reference_server, tmp_path: Path) -> None:
+    """How a Ray worker's file continues on another worker: by the URL the first one reported."""
+    path, data = make_file(tmp_path, "data.bin", 10 * 64 * KIB + 5)
+    urls: list[str] = []
+    with pytest.raises(Interrupted):
+        alice_uploader(reference_server, chunk_size=64 * KIB).upload(path, interrupt_after(4), on_url=urls.append)
+    assert len(urls) == 1 and "/chunked_upload/" in urls[0]
+    before = reference_server.stats()["bytes_received"]
+    progress: list[int] = []
+    again: list[str] = []
+    result = alice_uploader(reference_server, chunk_size=64 * KIB).upload(
+        path, lambda d, t: progress.append(d), url=urls[0], on_url=again.append
+    )
+    assert stored(result) == data and result["url"] == urls[0] and again == []
+    assert progress[0] == 5 * 64 * KIB
+    assert reference_server.stats()["bytes_received"] - before == len(data) - 4 * 64 * KIB
+
+
 def test_a_file_changed_during_the_upload_is_never_finalized(alice, tmp_path: Path) -> None:
     from engine.errors import FileChangedError
 

@@ -129,6 +129,31 @@ def test_resume_from_a_known_upload(client, server, tmp_path: Path) -> None:
     assert stored_bytes(server, result) == data
 
 
+def test_settings_rebuild_an_equivalent_client_elsewhere(tmp_path: Path) -> None:
+    import pickle
+
+    from engine.retry import RetryPolicy
+
+    client = BackendClient(
+        "https://example.test/api/",
+        "token",
+        tenant="t",
+        agent_token="a",
+        timeout={"connect": 1, "read": 2},
+        verify=tmp_path / "ca.pem",
+        retry=RetryPolicy(attempts=2),
+        journal=tmp_path / "journal",
+        chunk_digest="xxh3",
+    )
+    settings = pickle.loads(pickle.dumps(client.settings()))
+    twin = BackendClient(**settings)
+    assert twin.settings() == client.settings() and twin._get_headers() == client._get_headers()
+    assert settings["verify"] == str(tmp_path / "ca.pem") and settings["journal"] == str(tmp_path / "journal")
+    assert twin.journal.directory == client.journal.directory and twin.retry.attempts == 2
+    # True stays True: a worker's default journal folder is its own.
+    assert BackendClient("http://h", journal=True).settings()["journal"] is True
+
+
 def test_both_twins_upload_identically(reference_server, tmp_path: Path, twin) -> None:
     path, data = make_file(tmp_path, "data.bin", 777 * KIB)
     uploader = alice_uploader(reference_server, chunk_size=100 * KIB, twin=twin)

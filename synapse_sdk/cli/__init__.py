@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     upload = commands.add_parser("upload", help="upload files, directories (-r) and globs")
-    upload.add_argument("paths", nargs="+", metavar="PATH", help="files, directories with -r, or globs ('data/*.zip')")
+    # PATH is checked in main(): "--ray PATH" would otherwise take the path for the address.
+    upload.add_argument("paths", nargs="*", metavar="PATH", help="files, directories with -r, or globs ('data/*.zip')")
     upload.add_argument("-r", "--recursive", action="store_true", help="upload the files under directories")
     upload.add_argument("--host", default=os.environ.get("SYNAPSE_HOST"), help="backend URL (env SYNAPSE_HOST)")
     upload.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
@@ -57,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--skip-existing", action="store_true", help="skip files whose MD5 the server holds")
     upload.add_argument("--data-collection", type=_positive_int, metavar="ID", help="bind files to data units")
     upload.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+    upload.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        metavar="ADDRESS",
+        help="upload on Ray workers: a local Ray, or the cluster at ADDRESS ('auto', host:port, ray://...);"
+        " paths must be readable on every node (--concurrency is per worker)",
+    )
+    upload.set_defaults(usage_error=upload.error)
 
     # The server's parsers, imported only when a server flag is used: importing
     # the server (cheroot, SQLite) would slow every `upload` down.
@@ -110,8 +120,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _looks_like_ray_address(text: str) -> bool:
+    return (
+        text in ("auto", "local")
+        or "://" in text
+        or re.fullmatch(r"[\w.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+", text) is not None
+    )
+
+
+def _resolve_ray_option(args: argparse.Namespace) -> None:
+    """``--ray PATH...`` has no address: argparse took the first path for one; give it back."""
+    if isinstance(args.ray, str) and (os.path.exists(args.ray) or not _looks_like_ray_address(args.ray)):
+        args.paths.insert(0, args.ray)
+        args.ray = True
+    if not args.paths:
+        args.usage_error("the following arguments are required: PATH")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "upload":
+        _resolve_ray_option(args)
     try:
         if args.command == "serve":
             from synapse_sdk.server.runner import run_forever

@@ -1,9 +1,11 @@
 """``synapse-upload upload``: files, directories and globs, concurrently, with a summary.
 
 With no ``--host`` it starts the reference server on loopback and uploads
-there. Everything a person can get wrong (a missing file, a directory
-without ``-r``, an unreadable file, a server that cannot be reached, a bad
-token) is one line on stderr and a non-zero exit, never a traceback.
+there; with ``--ray [ADDRESS]`` the uploads run on Ray workers. Everything
+a person can get wrong (a missing file, a directory without ``-r``, an
+unreadable file, a server that cannot be reached, a bad token, Ray not
+installed or not reachable) is one line on stderr and a non-zero exit,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from engine.errors import AuthenticationError, ClientConnectionError, ClientError, NotFoundError, ValidationError
 from synapse_sdk.cli.progress import ProgressDisplay, human_bytes
 
-__all__ = ["UsageError", "check_server", "expand_paths", "run_upload"]
+__all__ = ["UsageError", "check_server", "expand_paths", "ray_executor", "run_upload"]
 
 #: Data units created per request when binding files to a collection.
 UNIT_BATCH = 1000
@@ -131,10 +133,28 @@ def _as_json(results: dict[str, Any], sent: int, seconds: float, units: list[Any
     return json.dumps(document, indent=2)
 
 
+def ray_executor(address: str | bool) -> Any:
+    """A connected ``RayExecutor`` (``True``: ``$RAY_ADDRESS``, a local cluster, or a new local Ray)."""
+    try:
+        from synapse_sdk.clients.backend.ray_executor import RayExecutor
+
+        executor = RayExecutor(None if address is True else address)
+    except ImportError as error:
+        raise UsageError(str(error)) from None
+    try:
+        executor.connect()
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        where = "a local Ray" if address is True else f"Ray at {address}"
+        raise UsageError(f"cannot connect to {where}: {error}") from None
+    return executor
+
+
 def run_upload(args: argparse.Namespace) -> int:
     from synapse_sdk.clients.backend import BackendClient
+    from synapse_sdk.clients.backend.ray_executor import WorkerStartError  # Ray itself is imported only if used
 
     files = expand_paths(args.paths, recursive=args.recursive)
+    executor = ray_executor(args.ray) if args.ray else None
     with ExitStack() as stack:
         host, token = args.host, args.token
         if not host:
@@ -152,13 +172,17 @@ def run_upload(args: argparse.Namespace) -> int:
         check_server(client, host)
         display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
         started = time.monotonic()
-        results = client.upload_files(
-            files,
-            concurrency=args.concurrency,
-            chunk_size=args.chunk_size,
-            skip_existing=args.skip_existing,
-            on_progress=display,
-        )
+        try:
+            results = client.upload_files(
+                files,
+                concurrency=args.concurrency,
+                chunk_size=args.chunk_size,
+                skip_existing=args.skip_existing,
+                on_progress=display,
+                executor=executor,
+            )
+        except WorkerStartError as error:
+            raise UsageError(str(error)) from None
         seconds = time.monotonic() - started
         display.close()
         sent = sum(r["result"].get("size") or Path(r["file_path"]).stat().st_size for r in results["successful"])

@@ -69,6 +69,7 @@ class BaseClient:
             raise ValueError(f"timeout must have exactly the keys 'connect' and 'read', not {sorted(self.timeout)}")
         self.default_params: dict[str, str] = {}
         self.retry = retry or RetryPolicy()
+        self.verify = verify
         self.transport = Transport(
             timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
         )

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.backend.data_collection import DataCollectionClientMixin
 from synapse_sdk.clients.backend.ml import MLClientMixin
+from synapse_sdk.clients.backend.ray_executor import RayExecutor
 from synapse_sdk.clients.base import BaseClient
 
-__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin"]
+__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin", "RayExecutor"]
 
 
 class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, BaseClient):
@@ -48,11 +50,34 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         directory = default_journal_dir() if journal is True else Path(journal) if journal else None
         self.journal = None if directory is None else Journal(directory)
+        # As given: True means "the default folder" wherever the settings are used.
+        self._journal_setting = journal if isinstance(journal, bool) else os.fspath(journal)
         self.chunk_digest = chunk_digest
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant
         self.agent_token = agent_token
+
+    def settings(self) -> dict[str, Any]:
+        """This client's constructor arguments as plain, picklable values.
+
+        ``BackendClient(**client.settings())`` builds an equivalent client in
+        another process, e.g. a Ray worker, without sending the live one (its
+        connection pool does not travel). ``journal=True`` there means that
+        process's default journal folder.
+        """
+        return {
+            "base_url": self.base_url,
+            "access_token": self.access_token,
+            "authorization_token": self.authorization_token,
+            "tenant": self.tenant,
+            "agent_token": self.agent_token,
+            "timeout": dict(self.timeout),
+            "verify": self.verify if isinstance(self.verify, bool) else os.fspath(self.verify),
+            "retry": self.retry,
+            "journal": self._journal_setting,
+            "chunk_digest": self.chunk_digest,
+        }
 
     def _get_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}

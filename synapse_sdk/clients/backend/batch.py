@@ -1,12 +1,15 @@
-"""Many files at once over one client's connection pool.
+"""Many files at once: listing, deduplication and progress, then an executor uploads.
 
-Concurrency is bounded by a number of files in flight; memory is bounded with
-it, whatever the file sizes, because each upload maps at most two 8 MiB
-windows at a time. Identical files (same size and xxh3-128) in one batch are
-uploaded once; with ``skip_existing``, files whose MD5 the server already
-holds are not uploaded at all. One file's failure never stops the others;
-Ctrl-C cancels the uploads in flight at their next request and leaves them
-resumable.
+This module decides *what* to upload and reports it; an executor decides
+*where*: ``LocalExecutor`` (the default) runs the uploads on threads of this
+process over the client's connection pool, ``RayExecutor`` (in
+``ray_executor``) on actors across a Ray cluster. Concurrency is bounded by a
+number of files in flight; memory is bounded with it, whatever the file
+sizes, because each upload maps at most two 8 MiB windows at a time.
+Identical files (same size and xxh3-128) in one batch are uploaded once; with
+``skip_existing``, files whose MD5 the server already holds are not uploaded
+at all. One file's failure never stops the others; Ctrl-C cancels the uploads
+in flight at their next request and leaves them resumable.
 """
 
 from __future__ import annotations
@@ -18,12 +21,22 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import engine
 from engine.source import MappedFile
 
-__all__ = ["BatchProgress", "collect_files", "upload_files"]
+__all__ = [
+    "Batch",
+    "BatchProgress",
+    "Executor",
+    "FileJob",
+    "LocalExecutor",
+    "attempt",
+    "collect_files",
+    "failure",
+    "upload_files",
+]
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,91 @@ class _Progress:
         self._callback(state)
 
 
+@dataclass(frozen=True)
+class FileJob:
+    """One file for an executor: its place in the batch, its path as given, and its size and mtime when listed."""
+
+    index: int
+    path: Path
+    size: int
+    mtime: float
+
+
+class Batch:
+    """What an executor reports to: a file started, a file finished."""
+
+    def __init__(self, progress: _Progress) -> None:
+        self.outcome: dict[int, dict[str, Any]] = {}
+        self._progress = progress
+
+    def started(self, job: FileJob) -> Callable[[int, int], None]:
+        """``job`` is in flight; returns its ``on_progress(bytes_done, total)``."""
+        return self._progress.file_started(job.path)
+
+    def finished(self, job: FileJob, entry: dict[str, Any]) -> None:
+        """``job`` is done: ``entry`` is its result (see ``attempt``)."""
+        self.outcome[job.index] = entry
+        self._progress.file_finished(job.path, failed=entry["status"] == "failed")
+
+
+class Executor(Protocol):
+    """Uploads ``jobs`` with ``client``'s settings, reporting each to ``batch``; never raises for one file."""
+
+    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None: ...
+
+
+def attempt(path: Path | str, upload: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The batch entry of ``upload()`` for ``path``: its record, or the failure's type and message."""
+    try:
+        return {"file_path": path, "status": "success", "result": upload()}
+    except Exception as error:  # one file's failure is reported, never raised
+        return failure(path, error)
+
+
+def failure(path: Path | str, error: BaseException) -> dict[str, Any]:
+    """The batch entry of a file that failed with ``error``."""
+    return {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+class LocalExecutor:
+    """Threads of this process, ``concurrency`` files at a time, over the client's connection pool."""
+
+    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None:
+        cancel = threading.Event()
+
+        def upload_one(job: FileJob) -> dict[str, Any]:
+            return attempt(
+                job.path,
+                lambda: client.create_chunked_upload(
+                    job.path, chunk_size=chunk_size, on_progress=batch.started(job), cancel=cancel
+                ),
+            )
+
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
+            futures = {pool.submit(upload_one, job): job for job in jobs}
+            try:
+                for future in as_completed(futures):
+                    batch.finished(futures[future], future.result())
+            except KeyboardInterrupt:
+                # Stop cleanly: no new files, uploads in flight stop at their next
+                # request with their journal intact, then Ctrl-C goes on up.
+                cancel.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _executor(executor: Executor | str | None) -> Executor:
+    if executor is None or executor == "local":
+        return LocalExecutor()
+    if executor == "ray":
+        from synapse_sdk.clients.backend.ray_executor import RayExecutor
+
+        return RayExecutor()
+    if isinstance(executor, str) or not callable(getattr(executor, "run", None)):
+        raise ValueError(f"executor must be 'local', 'ray' or an executor object (RayExecutor(...)), not {executor!r}")
+    return executor
+
+
 def upload_files(
     client: Any,
     paths: Iterable[str | os.PathLike[str]],
@@ -125,30 +223,32 @@ def upload_files(
     recursive: bool = True,
     skip_existing: bool = False,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    executor: Executor | str | None = None,
 ) -> dict[str, Any]:
-    """Upload files concurrently with ``client.create_chunked_upload``.
+    """Upload files concurrently with ``client``'s settings, on ``executor`` (default: local threads).
 
     Returns ``{"successful", "failed", "skipped", "total"}``: lists of
     ``{"file_path", "status", ...}`` in the order the files were given.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    runner = _executor(executor)
     files = collect_files(paths, recursive=recursive)
     outcome: dict[int, dict[str, Any]] = {}
-    sizes: dict[int, int] = {}
+    stats: dict[int, os.stat_result] = {}
     for index, path in enumerate(files):
         try:
-            sizes[index] = path.stat().st_size
+            stats[index] = path.stat()
             if not path.is_file():
                 raise IsADirectoryError(f"not a regular file: {path}")
         except OSError as error:
-            outcome[index] = {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+            outcome[index] = failure(path, error)
 
     # Identical files upload once: only sizes shared by several files are worth hashing.
     by_size: dict[int, list[int]] = defaultdict(list)
-    for index, size in sizes.items():
+    for index, stat in stats.items():
         if index not in outcome:
-            by_size[size].append(index)
+            by_size[stat.st_size].append(index)
     duplicate_of: dict[int, int] = {}
     for group in (g for g in by_size.values() if len(g) > 1):
         first_with: dict[bytes, int] = {}
@@ -156,7 +256,7 @@ def upload_files(
             first = first_with.setdefault(_xxh3_of(files[index]), index)
             if first != index:
                 duplicate_of[index] = first
-    todo = [i for i in sizes if i not in outcome and i not in duplicate_of]
+    todo = [i for i in stats if i not in outcome and i not in duplicate_of]
 
     if skip_existing and todo:
         with ThreadPoolExecutor(concurrency) as pool:
@@ -166,33 +266,13 @@ def upload_files(
             outcome[index] = {"file_path": files[index], "status": "skipped", "checksum": checksums[index]}
         todo = [i for i in todo if i not in outcome]
 
-    progress = _Progress(on_progress, {files[i]: sizes[i] for i in todo}, len(files))
+    progress = _Progress(on_progress, {files[i]: stats[i].st_size for i in todo}, len(files))
     for entry in outcome.values():
         progress.file_finished(None, failed=entry["status"] == "failed")
-    cancel = threading.Event()
-
-    def upload_one(index: int) -> dict[str, Any]:
-        path = files[index]
-        try:
-            result = client.create_chunked_upload(
-                path, chunk_size=chunk_size, on_progress=progress.file_started(path), cancel=cancel
-            )
-            return {"file_path": path, "status": "success", "result": result}
-        except Exception as error:  # one file's failure is reported, never raised
-            return {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
-
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
-        futures = {pool.submit(upload_one, index): index for index in todo}
-        try:
-            for future in as_completed(futures):
-                entry = outcome[futures[future]] = future.result()
-                progress.file_finished(entry["file_path"], failed=entry["status"] == "failed")
-        except KeyboardInterrupt:
-            # Stop cleanly: no new files, uploads in flight stop at their next
-            # request with their journal intact, then Ctrl-C goes on up.
-            cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    batch = Batch(progress)
+    jobs = [FileJob(i, files[i], stats[i].st_size, stats[i].st_mtime) for i in todo]
+    runner.run(client, jobs, batch, concurrency=concurrency, chunk_size=chunk_size)
+    outcome.update(batch.outcome)
 
     for index, first in duplicate_of.items():
         source = outcome[first]

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine.plan import DEFAULT_CHUNK_SIZE
 from engine.uploader import ChunkedUploader
-from synapse_sdk.clients.backend.batch import BatchProgress, upload_files
+from synapse_sdk.clients.backend.batch import BatchProgress, Executor, upload_files
 
 __all__ = ["CoreClientMixin"]
 
@@ -48,8 +48,12 @@ class CoreClientMixin:
             raise FileNotFoundError(f"File not found: {path}")
         if path.is_dir():
             raise IsADirectoryError(f"Path is a directory, not a file: {path}")
+        return self._chunked_uploader(chunk_size, read_timeout).upload(path, on_progress, cancel=cancel)
+
+    def _chunked_uploader(self, chunk_size: int, read_timeout: float | None = None) -> ChunkedUploader:
+        """The engine uploader behind ``create_chunked_upload``, with this client's pool, headers and policies."""
         read = self.timeout["read"] if read_timeout is None else read_timeout
-        uploader = ChunkedUploader(
+        return ChunkedUploader(
             self.transport,
             self.base_url,
             headers=self._get_headers,
@@ -59,7 +63,6 @@ class CoreClientMixin:
             journal=self.journal,
             chunk_digest=self.chunk_digest,
         )
-        return uploader.upload(path, on_progress, cancel=cancel)
 
     def upload_files(
         self,
@@ -70,6 +73,7 @@ class CoreClientMixin:
         recursive: bool = True,
         skip_existing: bool = False,
         on_progress: Callable[[BatchProgress], None] | None = None,
+        executor: Executor | str | None = None,
     ) -> dict[str, Any]:
         """Upload many files (and the files under directories) concurrently.
 
@@ -79,6 +83,12 @@ class CoreClientMixin:
         files are sent once (``duplicate_of`` names the one that was); with
         ``skip_existing``, files whose MD5 the server already holds as data
         files are skipped. ``on_progress`` receives a ``BatchProgress``.
+
+        ``executor`` says where the uploads run: ``None`` or ``"local"``
+        (threads of this process, ``concurrency`` files at a time), ``"ray"``
+        or a ``RayExecutor(...)`` (actors across a Ray cluster, ``concurrency``
+        files at a time on each; needs ``pip install 'synapse-upload[ray]'``).
+        The results are the same either way.
         """
         return upload_files(
             self,
@@ -88,6 +98,7 @@ class CoreClientMixin:
             recursive=recursive,
             skip_existing=skip_existing,
             on_progress=on_progress,
+            executor=executor,
         )
 
     def get_chunked_upload(self, upload_id: str | int) -> dict[str, Any]:
