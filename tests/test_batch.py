@@ -51,14 +51,18 @@ def test_one_failure_does_not_stop_the_others(client, tmp_path: Path) -> None:
 def test_identical_files_are_sent_once(reference_server, tmp_path: Path) -> None:
     path, data = make_file(tmp_path, "a.bin", 200 * KIB)
     (tmp_path / "b.bin").write_bytes(data)
-    (tmp_path / "c.bin").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other bytes
+    (tmp_path / "c.bin").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other last byte
+    middle = 100 * KIB
+    (tmp_path / "d.bin").write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])  # same ends
+    (tmp_path / "e.bin").write_bytes(data)
     client = BackendClient(reference_server.base_url, access_token=ALICE)
     before = reference_server.stats()["uploads_created"]
     results = client.upload_files([tmp_path], chunk_size=64 * KIB)
-    assert reference_server.stats()["uploads_created"] - before == 2
+    assert reference_server.stats()["uploads_created"] - before == 3
     by_name = {r["file_path"].name: r for r in results["successful"]}
     assert by_name["b.bin"]["duplicate_of"] == path and by_name["b.bin"]["result"] == by_name["a.bin"]["result"]
-    assert "duplicate_of" not in by_name["c.bin"]
+    assert by_name["e.bin"]["duplicate_of"] == path
+    assert "duplicate_of" not in by_name["c.bin"] and "duplicate_of" not in by_name["d.bin"]
     assert by_name["c.bin"]["result"]["checksum"] != hashlib.md5(data).hexdigest()
 
 

@@ -81,6 +81,37 @@ def _xxh3_of(path: Path) -> bytes:
         return source.xxh3_128(0, source.size)
 
 
+#: Bytes at each end of a file that tell most same-size files apart without reading them whole.
+ENDS = 64 * 1024
+
+
+def _ends_of(path: Path) -> bytes:
+    with MappedFile(path) as source:
+        return source.xxh3_128(0, min(ENDS, source.size)) + source.xxh3_128(max(0, source.size - ENDS), source.size)
+
+
+def _same_files(files: list[Path], sizes: dict[int, int]) -> dict[int, int]:
+    """Files identical to an earlier one (index -> that one's index): same size, ends, then whole xxh3-128.
+
+    Datasets often hold many files of one size (shards, frames): their ends
+    tell them apart, so only files alike at both ends are read whole.
+    """
+    duplicate_of: dict[int, int] = {}
+    groups: list[list[int]] = [list(g) for g in _grouped(sizes, sizes.get).values() if len(g) > 1]
+    for key in (lambda i: _ends_of(files[i]), lambda i: _xxh3_of(files[i])):
+        groups = [list(g) for group in groups for g in _grouped(group, key).values() if len(g) > 1]
+    for group in groups:
+        duplicate_of.update((index, group[0]) for index in group[1:])
+    return duplicate_of
+
+
+def _grouped(indexes: Iterable[int], key: Callable[[int], Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for index in indexes:
+        groups[key(index)].append(index)
+    return groups
+
+
 class _Progress:
     """Sums every file's progress into one monotonic ``BatchProgress``."""
 
@@ -244,18 +275,8 @@ def upload_files(
         except OSError as error:
             outcome[index] = failure(path, error)
 
-    # Identical files upload once: only sizes shared by several files are worth hashing.
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for index, stat in stats.items():
-        if index not in outcome:
-            by_size[stat.st_size].append(index)
-    duplicate_of: dict[int, int] = {}
-    for group in (g for g in by_size.values() if len(g) > 1):
-        first_with: dict[bytes, int] = {}
-        for index in group:
-            first = first_with.setdefault(_xxh3_of(files[index]), index)
-            if first != index:
-                duplicate_of[index] = first
+    # Identical files upload once.
+    duplicate_of = _same_files(files, {i: stat.st_size for i, stat in stats.items() if i not in outcome})
     todo = [i for i in stats if i not in outcome and i not in duplicate_of]
 
     if skip_existing and todo:
