@@ -49,7 +49,13 @@ def files(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def local_ray():
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=128 * MIB)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        object_store_memory=128 * MIB,
+    )
     seconds = time.perf_counter() - started
     record_note("Ray executor overhead", f"ray.init (a local Ray, once, not in the rounds): {seconds:.2f} s")
     yield
