@@ -52,7 +52,6 @@ def local_ray():
     ray.init(
         address="local",
         num_cpus=2,
-        _node_ip_address="127.0.0.1",
         include_dashboard=False,
         object_store_memory=128 * MIB,
     )

@@ -25,6 +25,11 @@ import pytest
 
 from synapse_sdk.benchmark import ServerProcess, scratch_dir, write_random_file
 
+# A local Ray binds its services to the machine's address unless told it is no
+# cluster (Ray reads this when imported; it ignores ray.init(_node_ip_address=
+# "127.0.0.1")). The tests' Ray then stays on loopback, as all their traffic must.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 GIB = 1024**3
 THROUGHPUT: dict[str, float] = {}
 #: Extra lines for the summary: name -> (seconds, note); divided by the fresh upload's time.

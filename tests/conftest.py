@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 import pytest
+
+# A local Ray binds its services to the machine's address unless told it is no
+# cluster (Ray reads this when imported; it ignores ray.init(_node_ip_address=
+# "127.0.0.1")). The tests' Ray then stays on loopback, as all their traffic must.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -46,7 +46,6 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     ray.init(
         address="local",
         num_cpus=2,
-        _node_ip_address="127.0.0.1",  # Ray's own traffic stays on loopback too
         include_dashboard=False,
         object_store_memory=128 * MIB,
         runtime_env={"env_vars": {"SYNAPSE_UPLOAD_JOURNAL": str(journal)}},
