@@ -586,3 +586,34 @@ def test_a_head_answer_has_no_body_so_the_connection_stays_in_step(server: Refer
         assert answer.status == 200 and "bytes_received" in json.loads(answer.read())
     finally:
         connection.close()
+
+
+def test_bodies_read_from_cheroots_buffer_and_the_socket_on_one_connection(server: ReferenceServer) -> None:
+    """A request sent in one piece leaves its body's start in cheroot's buffer and the rest in the socket;
+    both, then a second request on the same connection, must arrive byte for byte (wire.py's readinto)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    data = os.urandom(700_000)
+    address = (urlsplit(server.base_url).hostname, urlsplit(server.base_url).port)
+
+    def exchange(sock: socket.socket, method: str, url: str, chunk: bytes, start: int) -> dict:
+        headers = {"Synapse-Access-Token": "Token alice-token", "Content-MD5": md5_b64(chunk)}
+        headers["Content-Range"] = f"bytes {start}-{start + len(chunk) - 1}/{len(data)}"
+        request = requests.Request(method, url, headers=headers, files={"file": ("c", chunk)}, data={"filename": "f"})
+        prepared = request.prepare()
+        head = f"{method} {prepared.path_url} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in prepared.headers.items()) + "\r\n"
+        sock.sendall(head.encode() + prepared.body)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 200 and not answer.will_close
+        return json.loads(answer.read())
+
+    with socket.create_connection(address) as sock:
+        record = exchange(sock, "PUT", f"{server.base_url}/chunked_upload/", data[:300_000], 0)
+        record = exchange(sock, "PUT", record["url"], data[300_000:], 300_000)
+    assert record["offset"] == len(data)
+    with session_for("alice-token") as alice:
+        done = alice.post(record["url"], data={"md5": hashlib.md5(data).hexdigest()})
+    assert done.status_code == 200 and Path(done.json()["file"]).read_bytes() == data

@@ -25,6 +25,7 @@ from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.store import Store, Upload
+from synapse_sdk.server.wire import Connection, with_readinto
 
 __all__ = ["ReferenceServer", "run_cleanup", "run_forever"]
 
@@ -101,7 +102,8 @@ class ReferenceServer:
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
             app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter)
-            server = wsgi.Server((self.host, self.port), app, numthreads=self.threads)
+            server = wsgi.Server((self.host, self.port), with_readinto(app), numthreads=self.threads)
+            server.ConnectionClass = Connection
             # stop() waits for the serve loop's next wake-up (0.5 s by default):
             # tests start and stop many servers.
             server.expiration_interval = 0.05
