@@ -4,8 +4,9 @@
 ``Transport``: it sends what the machine asks for, retries what the policy
 allows, and feeds every answer back. ``ChunkHasher`` computes, on a worker
 thread, the whole file's running MD5 together with each chunk's own digest
-(the one its header carries), one chunk ahead of the sender. Bytes travel as mmap windows from the page
-cache to the hasher and to the socket; no chunk is ever copied into ``bytes``.
+(the one its header carries), one chunk ahead of the sender. Bytes travel as
+mmap windows from the page cache to the hasher and to the socket; no chunk is
+ever copied into ``bytes``.
 """
 
 from __future__ import annotations
