@@ -24,6 +24,8 @@ from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.clients.backend.batch import BatchProgress
 from synapse_sdk.clients.backend.ray_executor import (
     FILE_COST,
+    MEMORY_PER_UPLOAD,
+    WORKER_MEMORY,
     RayExecutor,
     WorkerStartError,
     _RemoteJob,
@@ -122,6 +124,21 @@ def test_a_mixed_directory_matches_the_local_executor(ray_cluster, alice, tmp_pa
 
     local = alice.upload_files([tmp_path / "data"], chunk_size=CHUNK, concurrency=2)
     assert shape(through_ray) == shape(local)
+
+
+def test_workers_reserve_their_memory_with_rays_scheduler(ray_cluster, alice, tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, "big.bin", 40 * CHUNK)
+    executor = RayExecutor(workers=1)
+    free = ray.available_resources()["memory"]
+    reserved: list[float] = []
+
+    def on_progress(progress: BatchProgress) -> None:
+        if progress.active and not reserved:
+            reserved.append(free - ray.available_resources()["memory"])
+
+    results = alice.upload_files([path], chunk_size=CHUNK, concurrency=3, executor=executor, on_progress=on_progress)
+    check_stored(results, {path: data})
+    assert reserved == [WORKER_MEMORY + 3 * MEMORY_PER_UPLOAD]
 
 
 def test_executor_ray_uses_the_connection_there_is(ray_cluster, alice, tmp_path: Path) -> None:

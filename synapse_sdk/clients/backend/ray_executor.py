@@ -53,6 +53,10 @@ START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 #: Filesystems keep mtimes at different resolutions (NFS, FAT: 1-2 s).
 MTIME_SLACK = 2.0
+#: Memory a worker reserves with Ray's scheduler: the interpreter, Ray and the
+#: package, plus per file in flight two 8 MiB mapped windows with room to spare.
+WORKER_MEMORY = 256 * 1024 * 1024
+MEMORY_PER_UPLOAD = 32 * 1024 * 1024
 
 
 class WorkerDiedError(Exception):
@@ -113,7 +117,9 @@ class RayExecutor:
     cluster or an error). ``workers`` actors (default: one per alive node
     with a CPU, at most one per file) each take one CPU and upload
     ``concurrency`` files at a time, so each holds at most ``concurrency``
-    files' mapped windows (two 8 MiB windows apiece) in memory. A file whose
+    files' mapped windows (two 8 MiB windows apiece) in memory; each reserves
+    ``WORKER_MEMORY + concurrency * MEMORY_PER_UPLOAD`` bytes with Ray's
+    scheduler, so a node runs no more workers than its memory holds. A file whose
     worker died is retried on another worker, ``max_worker_deaths`` times at
     most; then it fails with ``WorkerDiedError``.
 
@@ -151,7 +157,9 @@ class RayExecutor:
         workers = self.workers
         if workers is None:
             workers = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1) or 1
-        actor = ray.remote(_Worker).options(num_cpus=1, scheduling_strategy="SPREAD")
+        # Reserved, not enforced: Ray places no more workers on a node than its memory holds.
+        memory = WORKER_MEMORY + concurrency * MEMORY_PER_UPLOAD
+        actor = ray.remote(_Worker).options(num_cpus=1, memory=memory, scheduling_strategy="SPREAD")
 
         def start(count: int) -> list[Any]:
             return [actor.remote(settings, chunk_size, concurrency) for _ in range(count)]
