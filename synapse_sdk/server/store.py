@@ -190,6 +190,7 @@ class Chunk:
         self._written = self._hashed = 0
         self._catching_up = False
         self._hashing: Future[None] | None = None
+        self._buffer: bytearray | None = None  # the read-back block, reused by every catch-up
 
     def write(self, view: memoryview) -> None:
         """Append ``view`` (the part's next bytes) to the file; hashing follows."""
@@ -227,7 +228,9 @@ class Chunk:
 
     def _catch_up(self) -> None:
         # A task that failed stays failed (its digests are partial): settle raises its error.
-        buffer = bytearray(_HASH_BLOCK)
+        if self._buffer is None:
+            self._buffer = bytearray(_HASH_BLOCK)
+        buffer = self._buffer
         while True:
             with self._progress:
                 start, end = self._hashed, self._written
