@@ -12,6 +12,8 @@ import pytest
 # cluster (Ray reads this when imported; it ignores ray.init(_node_ip_address=
 # "127.0.0.1")). The tests' Ray then stays on loopback, as all their traffic must.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Nothing but this process reaches a loopback Ray: no token, and none written to ~/.ray.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(autouse=True, scope="session")
