@@ -28,5 +28,6 @@ NATIVE: bool = _impl.NATIVE
 Md5 = _impl.Md5
 update_pair = _impl.update_pair
 digest_windows = _impl.digest_windows
+read_into = _impl.read_into
 
-__all__ = ["NATIVE", "Md5", "digest_windows", "update_pair"]
+__all__ = ["NATIVE", "Md5", "digest_windows", "read_into", "update_pair"]

@@ -2,7 +2,10 @@
 """Compiled hashing core: MD5 (one or two lanes) and chunk digests, GIL released.
 
 Twin of ``engine._pure``: same names, same results. This module must not do
-I/O of its own; it hashes buffers it is handed (mmap windows, usually).
+I/O of its own; it hashes buffers it is handed (mmap windows, usually). Its
+reads of those buffers are guarded (``_guard.h``): a window of a file that
+shrank after it was mapped raises ``FileChangedError`` instead of killing the
+process with SIGBUS.
 """
 
 from libc.string cimport memcpy
@@ -11,6 +14,8 @@ import sys
 
 import xxhash
 
+from engine.errors import FileChangedError
+
 cdef extern from "_md5.h" nogil:
     ctypedef struct md5_ctx:
         unsigned long long length
@@ -18,6 +23,13 @@ cdef extern from "_md5.h" nogil:
     void md5_update(md5_ctx *c, const unsigned char *p, size_t n)
     void md5_update_pair(md5_ctx *x, md5_ctx *y, const unsigned char *p, size_t n)
     void md5_final(const md5_ctx *c, unsigned char *out)
+
+cdef extern from "_guard.h" nogil:
+    int guarded_md5_update(md5_ctx *c, const unsigned char *p, size_t n)
+    int guarded_md5_update_pair(md5_ctx *x, md5_ctx *y, const unsigned char *p, size_t n)
+    int guarded_copy(unsigned char *to, const unsigned char *p, size_t n)
+
+_SHRANK = "the file shrank while it was being read (its mapping faulted)"
 
 # Below this, releasing and re-taking the GIL costs more than hashing.
 cdef Py_ssize_t GIL_RELEASE_MIN = 4096
@@ -45,13 +57,16 @@ cdef class Md5:
     def update(self, data) -> None:
         cdef const unsigned char[::1] view = _bytes_view(data)
         cdef Py_ssize_t n = view.shape[0]
+        cdef int failed
         if n == 0:
             return
         if n < GIL_RELEASE_MIN:
-            md5_update(&self.ctx, &view[0], n)
+            failed = guarded_md5_update(&self.ctx, &view[0], n)
         else:
             with nogil:
-                md5_update(&self.ctx, &view[0], n)
+                failed = guarded_md5_update(&self.ctx, &view[0], n)
+        if failed:
+            raise FileChangedError(_SHRANK)
 
     def digest(self) -> bytes:
         cdef unsigned char out[16]
@@ -103,10 +118,29 @@ def update_pair(Md5 running, Md5 chunk, data) -> None:
     """Feed the same bytes to two MD5s in one interleaved pass."""
     cdef const unsigned char[::1] view = _bytes_view(data)
     cdef Py_ssize_t n = view.shape[0]
+    cdef int failed
     if n == 0:
         return
     with nogil:
-        md5_update_pair(&running.ctx, &chunk.ctx, &view[0], n)
+        failed = guarded_md5_update_pair(&running.ctx, &chunk.ctx, &view[0], n)
+    if failed:
+        raise FileChangedError(_SHRANK)
+
+
+def read_into(buffer, data) -> None:
+    """Copy ``data`` (a mapped window, say) to the start of ``buffer``, for code that cannot guard its reads."""
+    cdef unsigned char[::1] to = buffer
+    cdef const unsigned char[::1] view = _bytes_view(data)
+    cdef Py_ssize_t n = view.shape[0]
+    cdef int failed
+    if n > to.shape[0]:
+        raise ValueError(f"{n} bytes do not fit a buffer of {to.shape[0]}")
+    if n == 0:
+        return
+    with nogil:
+        failed = guarded_copy(&to[0], &view[0], n)
+    if failed:
+        raise FileChangedError(_SHRANK)
 
 
 def digest_windows(windows, Md5 running, bint chunk_md5=True, bint xxh3=True):
@@ -114,13 +148,20 @@ def digest_windows(windows, Md5 running, bint chunk_md5=True, bint xxh3=True):
 
     ``running`` (the whole file's MD5) absorbs the same bytes; the chunk's own
     MD5 is computed alongside (two lanes, one pass) unless ``chunk_md5`` is
-    false, its xxh3-128 unless ``xxh3`` is false. MD5 and xxh3 work slice by
-    slice so xxh3 reads what MD5 just pulled into cache.
+    false, its xxh3-128 unless ``xxh3`` is false. With xxh3, each slice is
+    first copied (guarded) to a buffer that stays in cache for both hashes:
+    xxhash cannot guard its reads of a mapping.
     """
     cdef Md5 chunk = Md5()
     cdef const unsigned char[::1] view
+    cdef unsigned char[::1] copy
+    cdef const unsigned char *data
     cdef Py_ssize_t start, end, n
+    cdef int failed
     xxh = xxhash.xxh3_128() if xxh3 else None
+    if xxh3:
+        staging = memoryview(bytearray(SLICE))
+        copy = staging
     for window in windows:
         view = _bytes_view(window)
         n = view.shape[0]
@@ -128,11 +169,19 @@ def digest_windows(windows, Md5 running, bint chunk_md5=True, bint xxh3=True):
         while start < n:
             end = min(start + SLICE, n)
             with nogil:
-                if chunk_md5:
-                    md5_update_pair(&running.ctx, &chunk.ctx, &view[start], end - start)
-                else:
-                    md5_update(&running.ctx, &view[start], end - start)
-            if xxh is not None:
-                xxh.update(view[start:end])
+                data = &view[start]
+                failed = 0
+                if xxh3:
+                    failed = guarded_copy(&copy[0], data, end - start)
+                    data = &copy[0]
+                if not failed:
+                    if chunk_md5:
+                        failed = guarded_md5_update_pair(&running.ctx, &chunk.ctx, data, end - start)
+                    else:
+                        failed = guarded_md5_update(&running.ctx, data, end - start)
+            if failed:
+                raise FileChangedError(_SHRANK)
+            if xxh3:
+                xxh.update(staging[: end - start])
             start = end
     return (chunk.digest() if chunk_md5 else None), (xxh.digest() if xxh is not None else None)

@@ -65,6 +65,14 @@ def update_pair(running: Md5, chunk: Md5, data: bytes | memoryview) -> None:
     chunk.update(data)
 
 
+def read_into(buffer: bytearray | memoryview, data: bytes | memoryview) -> None:
+    """Copy ``data`` to the start of ``buffer`` (unguarded here: a mapping that faults kills the process)."""
+    view = memoryview(data).cast("B")
+    if len(view) > len(buffer):
+        raise ValueError(f"{len(view)} bytes do not fit a buffer of {len(buffer)}")
+    memoryview(buffer)[: len(view)] = view
+
+
 def digest_windows(
     windows: Iterable[memoryview], running: Md5, chunk_md5: bool = True, xxh3: bool = True
 ) -> tuple[bytes | None, bytes | None]:

@@ -27,6 +27,8 @@ __all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "FileRange", "MappedFile"]
 WINDOW = 8 * 1024 * 1024
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+#: Slices of a window copied for xxh3 (see ``MappedFile.xxh3_128``): they stay in cache.
+XXH3_SLICE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,31 @@ class MappedFile:
             )
 
     def xxh3_128(self, start: int, end: int) -> bytes:
-        """xxh3-128 of ``[start, end)``: the cheap check that bytes did not change."""
+        """xxh3-128 of ``[start, end)``: the cheap check that bytes did not change.
+
+        xxhash cannot survive its read of a mapping faulting (the file shrank),
+        so each slice is copied by the engine's guarded read first.
+        """
+        import engine  # the selected twin; engine imports nothing of this module
+
         digest = xxhash.xxh3_128()
-        for window in self.windows(start, end):
-            digest.update(window)
+        staging = memoryview(bytearray(min(XXH3_SLICE, end - start)))
+        with self.reading():
+            for window in self.windows(start, end):
+                for pos in range(0, len(window), len(staging)):
+                    piece = window[pos : pos + len(staging)]
+                    engine.read_into(staging, piece)
+                    digest.update(staging[: len(piece)])
         return digest.digest()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads of this file's windows: a fault of the engine's guarded reads names the file and its new size."""
+        try:
+            yield
+        except FileChangedError:
+            self.check_unchanged()  # the file did shrink: this says which and how
+            raise
 
     def ranges(self, start: int, end: int) -> Iterator[FileRange]:
         """Bytes ``[start, end)`` as window-sized ``FileRange`` pieces, for ``socket.sendfile``."""
@@ -152,9 +174,13 @@ class MappedFile:
             self.check_unchanged()
             base = pos - pos % mmap.ALLOCATIONGRANULARITY
             length = min(self.window, end - pos)
-            mapped = mmap.mmap(
-                self._fd, pos - base + length, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
-            )
+            try:
+                mapped = mmap.mmap(
+                    self._fd, pos - base + length, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
+                )
+            except ValueError:  # "mmap length is greater than file size": it shrank since the check
+                self.check_unchanged()
+                raise
             ahead = pos + length
             if ahead < end and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(self._fd, ahead, min(self.window, end - ahead), os.POSIX_FADV_WILLNEED)

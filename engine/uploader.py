@@ -106,8 +106,9 @@ class ChunkHasher:
             # Snapshots below the server's offset are dropped; a fresh start needs none.
             running = self._states[known].copy() if known in self._states else self._twin.Md5()
         if known < offset:
-            for window in self._source.windows(known, offset):
-                running.update(window)
+            with self._source.reading():
+                for window in self._source.windows(known, offset):
+                    running.update(window)
             with self._lock:
                 self._states[offset] = running.copy()
         return running
@@ -126,8 +127,9 @@ class ChunkHasher:
 
     def _hash(self, chunk: Chunk) -> ChunkDigest:
         running = self.md5_at(chunk.start)
-        windows = self._source.windows(chunk.start, chunk.end)
-        md5, xxh3 = self._twin.digest_windows(windows, running, self._chunk_md5, self._chunk_xxh3)
+        with self._source.reading():
+            windows = self._source.windows(chunk.start, chunk.end)
+            md5, xxh3 = self._twin.digest_windows(windows, running, self._chunk_md5, self._chunk_xxh3)
         digest = ChunkDigest(chunk.start, chunk.end, md5, xxh3)
         with self._lock:
             self._states[chunk.end] = running

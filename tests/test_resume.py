@@ -196,6 +196,54 @@ def test_a_file_changed_during_the_upload_is_never_finalized(alice, tmp_path: Pa
     assert state["completed_at"] is None and state["offset"] < len(data)
 
 
+# The race no check can close: the file shrinks after a window was mapped, before it is read.
+SHRINKS_BETWEEN_MAP_AND_READ = """
+import os, sys, threading
+from engine.errors import FileChangedError
+from engine.source import MappedFile
+from synapse_sdk.clients.backend import BackendClient
+
+base_url, token, path, journal, chunk_digest, reader = sys.argv[1:]
+mapped = MappedFile.windows
+shrunk = []
+
+def map_then_shrink(source, start, end):
+    # The first window past the first chunk that the chosen thread maps.
+    on_hasher = threading.current_thread().name.startswith("chunk-hasher")
+    for view in mapped(source, start, end):
+        if not shrunk and start > 0 and on_hasher == (reader == "hasher"):
+            shrunk.append(start)
+            os.truncate(source.path, 4096)
+        yield view
+
+MappedFile.windows = map_then_shrink
+client = BackendClient(base_url, access_token=token, journal=journal, chunk_digest=chunk_digest)
+try:
+    client.create_chunked_upload(path, chunk_size=64 * 1024)
+except FileChangedError as error:
+    print("FileChangedError:", error.detail)
+"""
+
+
+# The hasher reads every window for MD5 (and xxh3); the sending thread reads them for the journal's xxh3.
+@pytest.mark.parametrize(("chunk_digest", "reader"), [("md5", "hasher"), ("xxh3", "hasher"), ("md5", "sender")])
+def test_a_file_shrinking_under_a_mapped_window_fails_that_upload_not_the_process(
+    reference_server, tmp_path: Path, chunk_digest: str, reader: str
+) -> None:
+    path, _ = make_file(tmp_path, "data.bin", 10 * 64 * KIB)
+    arguments = [reference_server.base_url, ALICE, str(path), str(tmp_path / "journal"), chunk_digest, reader]
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", SHRINKS_BETWEEN_MAP_AND_READ, *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # SIGBUS would be -7
+    assert done.stdout.startswith(f"FileChangedError: {path} changed while it was being uploaded"), done.stdout
+
+
 @pytest.mark.parametrize("chunk_digest", ["xxh3", "none"])
 def test_resume_without_chunk_md5(reference_server, tmp_path: Path, chunk_digest) -> None:
     """Without per-chunk MD5 the journal may hold an MD5 state behind the offset; the resume catches up."""

@@ -110,3 +110,65 @@ def test_only_the_whole_file_md5(twin, sample) -> None:
     with MappedFile(path) as source:
         assert twin.digest_windows(source.windows(0, len(data)), running, False, False) == (None, None)
     assert running.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+# Run in a child process: if a guard failed, SIGBUS would kill the test run itself.
+SHRUNK_AFTER_MAPPING = """
+import os, sys
+import engine
+from engine.errors import FileChangedError
+from engine.source import MappedFile
+
+assert engine.NATIVE
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(os.urandom(3 << 20))
+with MappedFile(path) as source:
+    windows = source.windows(0, source.size)
+    view = next(windows)  # mapped while the file had 3 MiB
+    os.truncate(path, 4096)
+    reads = {
+        "Md5.update": lambda: engine.Md5().update(view),
+        "update_pair": lambda: engine.update_pair(engine.Md5(), engine.Md5(), view),
+        "digest_windows md5": lambda: engine.digest_windows([view], engine.Md5(), True, False),
+        "digest_windows xxh3": lambda: engine.digest_windows([view], engine.Md5(), False, True),
+        "read_into": lambda: engine.read_into(bytearray(len(view)), view),
+    }
+    for name, read in reads.items():
+        try:
+            read()
+            print(name, "read past the end without an error")
+        except FileChangedError:
+            print(name, "FileChangedError")
+    try:
+        with source.reading():
+            engine.Md5().update(view)
+    except FileChangedError as error:
+        print("reading:", error)
+"""
+
+
+def test_a_file_that_shrinks_after_mapping_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """Reading a window past the new end of a truncated file raises SIGBUS; the native reads turn it into an error."""
+    pytest.importorskip("engine._native", reason="only the compiled engine guards its reads")
+    import subprocess
+    import sys
+
+    path = tmp_path / "shrinks.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "SYNAPSE_ENGINE": "native"}
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", SHRUNK_AFTER_MAPPING, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:5] == [
+        f"{name} FileChangedError"
+        for name in ("Md5.update", "update_pair", "digest_windows md5", "digest_windows xxh3", "read_into")
+    ]
+    assert lines[5] == f"reading: {path} changed while it was being uploaded (size {3 << 20} -> 4096)" + (
+        "; nothing was finalized"
+    )

@@ -70,7 +70,7 @@ def collect_files(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = 
 
 def _md5_of(path: Path) -> str:
     md5 = engine.Md5()
-    with MappedFile(path) as source:
+    with MappedFile(path) as source, source.reading():
         for window in source.windows(0, source.size):
             md5.update(window)
     return md5.hexdigest()
