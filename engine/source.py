@@ -27,8 +27,8 @@ __all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "FileRange", "MappedFile"]
 WINDOW = 8 * 1024 * 1024
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-#: Slices of a window copied for xxh3 (see ``MappedFile.xxh3_128``): they stay in cache.
-XXH3_SLICE = 1024 * 1024
+#: Slices of a window copied out (``MappedFile.copies``): small enough to stay in cache.
+COPY_SLICE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -134,17 +134,27 @@ class MappedFile:
         xxhash cannot survive its read of a mapping faulting (the file shrank),
         so each slice is copied by the engine's guarded read first.
         """
+        digest = xxhash.xxh3_128()
+        for piece in self.copies(start, end):
+            digest.update(piece)
+        return digest.digest()
+
+    def copies(self, start: int, end: int) -> Iterator[memoryview]:
+        """Bytes ``[start, end)`` copied out of the mapping a slice at a time, each valid until the next is taken.
+
+        For readers that cannot survive a mapping's fault (xxhash, OpenSSL
+        encrypting a TLS body): the engine's guarded copy turns a file that
+        shrank into ``FileChangedError``, and what they see cannot change.
+        """
         import engine  # the selected twin; engine imports nothing of this module
 
-        digest = xxhash.xxh3_128()
-        staging = memoryview(bytearray(min(XXH3_SLICE, end - start)))
+        staging = memoryview(bytearray(min(COPY_SLICE, end - start)))
         with self.reading():
             for window in self.windows(start, end):
                 for pos in range(0, len(window), len(staging)):
                     piece = window[pos : pos + len(staging)]
                     engine.read_into(staging, piece)
-                    digest.update(staging[: len(piece)])
-        return digest.digest()
+                    yield staging[: len(piece)]
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:

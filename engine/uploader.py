@@ -434,8 +434,9 @@ class _Upload:
         self.protocol.finalized(self._record(answer))
 
     def _chunk_body(self, chunk: Chunk, url: str) -> MultipartBody:
-        # Over plain HTTP the kernel sends straight from the page cache.
-        parts = self.source.ranges if self.up.transport.can_sendfile(url) else self.source.windows
+        # Over plain HTTP the kernel sends straight from the page cache; TLS
+        # encrypts in user space, from copies (a mapping that faults would kill it).
+        parts = self.source.ranges if self.up.transport.can_sendfile(url) else self.source.copies
         return MultipartBody(
             {"filename": self.filename},
             file_field="file",

@@ -67,6 +67,14 @@ def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bo
     assert results[0] == results[1]
 
 
+def test_copies_are_the_windows_bytes_in_slices(sample) -> None:
+    path, data = sample
+    with MappedFile(path, window=2 * PAGE) as source:
+        for start, end in [(0, len(data)), (1, 2), (PAGE - 1, 3 * PAGE + 5), (len(data), len(data))]:
+            assert b"".join(bytes(piece) for piece in source.copies(start, end)) == data[start:end]
+            assert source.xxh3_128(start, end) == xxhash.xxh3_128(data[start:end]).digest()
+
+
 def test_range_outside_file_is_refused(sample) -> None:
     path, data = sample
     with MappedFile(path) as source, pytest.raises(ValueError, match="outside the"):

@@ -65,12 +65,13 @@ class DataCollectionClientMixin:
         """
         sent: list[engine.Md5] = []
 
-        def hashed_windows(source: MappedFile):
+        def hashed_pieces(source: MappedFile):
             md5 = engine.Md5()  # per attempt: a retried request hashes from the start again
             sent.append(md5)
-            for window in source.windows(0, source.size):
-                md5.update(window)
-                yield window
+            # Copies: the bytes hashed are the bytes sent, and a file that shrinks is an error, not SIGBUS.
+            for piece in source.copies(0, source.size):
+                md5.update(piece)
+                yield piece
 
         with MappedFile(path) as source:
             body = MultipartBody(
@@ -78,7 +79,7 @@ class DataCollectionClientMixin:
                 file_field="file",
                 file_name=path.name,
                 file_length=source.size,
-                file_parts=lambda: hashed_windows(source),
+                file_parts=lambda: hashed_pieces(source),
             )
             headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
             record = self._request("POST", url, body=body, headers=headers, timeout=timeout)
