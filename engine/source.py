@@ -27,8 +27,8 @@ __all__ = ["WINDOW", "ChunkDigest", "FileIdentity", "FileRange", "MappedFile"]
 WINDOW = 8 * 1024 * 1024
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-#: Slices of a window copied out (``MappedFile.copies``): small enough to stay in cache.
-COPY_SLICE = 1024 * 1024
+#: Slices of a window copied out (``MappedFile.copies``): with their copy, they fit in L2.
+COPY_SLICE = 256 * 1024
 
 
 @dataclass(frozen=True)
