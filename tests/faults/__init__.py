@@ -8,38 +8,5 @@ byte). It is test tooling only: it never talks to anything but 127.0.0.1.
 
 from __future__ import annotations
 
-from tests.faults.proxy import (
-    Corrupt,
-    CutRequest,
-    DropResponse,
-    Fault,
-    Plan,
-    Proxy,
-    ProxyStats,
-    RequestLog,
-    Stall,
-    Status,
-    corrupt,
-    cut_request,
-    drop_response,
-    stall,
-    status,
-)
-
-__all__ = [
-    "Corrupt",
-    "CutRequest",
-    "DropResponse",
-    "Fault",
-    "Plan",
-    "Proxy",
-    "ProxyStats",
-    "RequestLog",
-    "Stall",
-    "Status",
-    "corrupt",
-    "cut_request",
-    "drop_response",
-    "stall",
-    "status",
-]
+from tests.faults.proxy import *  # noqa: F403  (the proxy's __all__ is this package's)
+from tests.faults.proxy import __all__  # noqa: F401
