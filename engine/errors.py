@@ -1,7 +1,17 @@
 """One exception hierarchy for every failure a caller can act on.
 
 ``ClientError`` is the root, as in the published synapse-sdk; it carries
-``status_code`` (``None`` when no HTTP answer was involved) and ``detail``.
+``status_code`` and ``detail``. The rule for ``status_code``:
+
+- the HTTP status of the server's answer, when the error is an answer;
+- 408 for a timeout, as synapse-sdk has it (no answer came in time);
+- otherwise (nothing answered, or the failure is not the server's answer:
+  a connection that broke, a certificate, a changed file, a cancelled
+  upload, an answer that breaks the protocol) ``NO_STATUS``. It stands where
+  synapse-sdk has ``None``: it equals ``None``, is false and prints as
+  ``None``, but it is an int below every HTTP status, so the documentation's
+  ``e.status_code >= 500`` is simply false instead of a ``TypeError``.
+
 Upload failures also carry the upload's ``url`` and ``offset`` (bytes the
 server holds) so a caller can resume or report. Every error pickles, so it
 survives crossing a process boundary. ``synapse_sdk.clients.exceptions``
@@ -13,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "NO_STATUS",
     "AuthenticationError",
     "AuthorizationError",
     "CertificateError",
@@ -22,8 +33,10 @@ __all__ = [
     "ClientTimeoutError",
     "FileChangedError",
     "GoneError",
+    "GpuUnavailableError",
     "HTTPError",
     "InsufficientStorageError",
+    "NoStatus",
     "NotFoundError",
     "PayloadTooLargeError",
     "ProtocolError",
@@ -31,6 +44,7 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StreamLimitExceededError",
+    "UnknownHostError",
     "UploadCancelled",
     "UploadIntegrityError",
     "ValidationError",
@@ -38,6 +52,42 @@ __all__ = [
     "error_for_status",
     "raise_for_status",
 ]
+
+
+class NoStatus(int):
+    """The ``status_code`` of an error that no HTTP answer gave (see the module's rule).
+
+    Equal to ``None`` (and to itself) and to nothing else, false, printed as
+    ``None``; as an int it is 0, so it orders below every status and a JSON
+    encoder writes 0.
+    """
+
+    _instance: NoStatus | None = None
+
+    def __new__(cls) -> NoStatus:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls, 0)
+        return cls._instance
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or other is self
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+    def __repr__(self) -> str:
+        return "None"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[type[NoStatus], tuple[()]]:
+        return (NoStatus, ())
+
+
+NO_STATUS = NoStatus()
 
 
 def _rebuild(cls: type[ClientError], args: tuple) -> ClientError:
@@ -50,11 +100,11 @@ class ClientError(Exception):
     """Root of all client errors: ``status_code`` and ``detail``, plus upload context."""
 
     def __init__(self, status_code: int | None = None, detail: Any = None) -> None:
-        self.status_code = status_code
+        self.status_code: int = NO_STATUS if status_code is None else status_code
         self.detail = detail
         self.url: str | None = None
         self.offset: int | None = None
-        if status_code is not None:
+        if status_code is not None and status_code is not NO_STATUS:
             super().__init__(f"{status_code}: {detail}")
         else:
             super().__init__(str(detail) if detail else "")
@@ -86,6 +136,10 @@ class CertificateError(ClientConnectionError):
     """The server's TLS certificate failed verification: retrying will not help."""
 
 
+class UnknownHostError(ClientConnectionError):
+    """The server's host name does not resolve (no such name): retrying will not help."""
+
+
 class ClientResponseIncompleteError(ClientConnectionError):
     """The request went out but its answer was lost: the server may have acted on it."""
 
@@ -102,10 +156,32 @@ class HTTPError(ClientError):
 
 
 class ValidationError(HTTPError):
-    """400/422: the server rejected the request as malformed."""
+    """400/422: the server rejected the request as malformed.
+
+    A FastAPI-style list of field errors reads as one line per field, as in synapse-sdk.
+    """
 
     def __init__(self, status_code: int = 400, detail: Any = None) -> None:
         super().__init__(status_code=status_code, detail=detail)
+        errors = _field_errors(detail)
+        if errors:
+            self.args = ("\n".join([f"{status_code} Validation Error:", *map(_field_error_line, errors)]),)
+
+
+def _field_errors(detail: Any) -> list[dict[str, Any]]:
+    inner = detail.get("detail") if isinstance(detail, dict) else detail
+    return [e for e in inner if isinstance(e, dict)] if isinstance(inner, list) else []
+
+
+def _field_error_line(error: dict[str, Any]) -> str:
+    where = " -> ".join(str(part) for part in error.get("loc", []))
+    line = f"  {where}: {error.get('msg', 'Unknown error')}"
+    if error.get("type"):
+        line += f" (type={error['type']})"
+    if error.get("input") is not None:
+        shown = repr(error["input"])
+        line += f" [input={shown[:50] + '...' if len(shown) > 50 else shown}]"
+    return line
 
 
 class AuthenticationError(HTTPError):
@@ -156,6 +232,25 @@ class ServerError(HTTPError):
 
     def __init__(self, status_code: int = 500, detail: Any = None) -> None:
         super().__init__(status_code=status_code, detail=detail)
+
+
+class GpuUnavailableError(ServerError):
+    """503 whose detail says ``"error_type": "gpu_unavailable"`` (kept for import compatibility with synapse-sdk)."""
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(status_code=503, detail=detail)
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.detail, dict):
+            return str(self.detail.get("message", self.detail))
+        return str(self.detail) if self.detail else ""
+
+    @property
+    def error_details(self) -> dict[str, Any]:
+        if isinstance(self.detail, dict):
+            return {k: v for k, v in self.detail.items() if k not in ("message", "error_type")}
+        return {}
 
 
 class InsufficientStorageError(ServerError):
@@ -223,6 +318,8 @@ def error_for_status(status_code: int, detail: Any = None, retry_after: float | 
         return RateLimitError(detail, retry_after)
     if status_code in _BY_STATUS:
         return _BY_STATUS[status_code](detail)
+    if status_code == 503 and isinstance(detail, dict) and detail.get("error_type") == "gpu_unavailable":
+        return GpuUnavailableError(detail)
     if status_code >= 500:
         return ServerError(status_code, detail)
     return HTTPError(status_code, detail)
