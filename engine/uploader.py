@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -23,10 +24,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
 
 import engine
 from engine import Md5
+from engine import retry as retrying
 from engine.errors import (
     ClientError,
     ClientResponseIncompleteError,
@@ -60,6 +61,9 @@ CHUNK_DIGESTS = ("md5", "xxh3", "none")
 
 #: How often one chunk is re-sent after the server found its checksum wrong.
 CHUNK_CHECKSUM_RETRIES = 2
+
+#: Errors that mean a request went out and its answer never came.
+_LOST = (ClientResponseIncompleteError, ClientTimeoutError)
 
 
 class ChunkHasher:
@@ -286,9 +290,7 @@ class _Upload:
         elif isinstance(action, Finalize):
             md5 = self.hasher.md5_at(self.source.size).hexdigest()
             self.source.check_unchanged()
-            answer = self._send(
-                lambda: self._request("POST", action.url, form={"md5": md5}), lost_ok=True, signals=True
-            )
+            answer = self._send("POST", action.url, form={"md5": md5}, lost_ok=True, signals=True)
             if answer is None:
                 self.protocol.answer_lost()
             elif _expected_offset(answer) is not None:
@@ -296,7 +298,7 @@ class _Upload:
             else:
                 self.protocol.finalized(self._record(answer.raise_for_status()))
         elif isinstance(action, CheckState):
-            answer = self._send(lambda: self._request("GET", action.url))
+            answer = self._send("GET", action.url)
             self.protocol.state_received(self._record(answer))
             if self.resuming is not None:
                 self._adopt_resumed()
@@ -316,13 +318,12 @@ class _Upload:
             # server answer with the upload it already made instead of a twin.
             headers["Idempotency-Key"] = self.idempotency_key
         for attempt in range(CHUNK_CHECKSUM_RETRIES + 1):
+            url = action.url or self.up.collection_url
             answer = self._send(
-                lambda: self._request(
-                    "PUT",
-                    action.url or self.up.collection_url,
-                    body=self._chunk_body(chunk, action.url or self.up.collection_url),
-                    headers=headers,
-                ),
+                "PUT",
+                url,
+                body=self._chunk_body(chunk, url),
+                headers=headers,
                 lost_ok=action.url is not None,
                 signals=True,
             )
@@ -426,7 +427,7 @@ class _Upload:
             file_parts=tuple,
         )
         try:
-            answer = self._send(lambda: self._request("POST", self.up.collection_url, body=body))
+            answer = self._send("POST", self.up.collection_url, body=body)
         except ValidationError as error:
             # Plain drf-chunked-upload refuses empty files outright.
             raise ValidationError(
@@ -446,7 +447,7 @@ class _Upload:
             file_parts=lambda: parts(chunk.start, chunk.end),
         )
 
-    def _request(
+    def _send(
         self,
         method: str,
         url: str,
@@ -454,39 +455,43 @@ class _Upload:
         body: MultipartBody | None = None,
         form: dict[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Response:
+        lost_ok: bool = False,
+        signals: bool = False,
+    ) -> Response | None:
+        """Send with retries. Returns the answer, or ``None`` when it was lost and ``lost_ok``.
+
+        With ``signals``, 400 answers come back to the caller: they may be
+        protocol signals (``expected_offset``, a chunk checksum mismatch).
+        A lost answer with ``lost_ok`` is not sent again: the caller asks the
+        server where things stand. Lost answers in a row are bounded by a
+        policy of their own, renewed when a chunk lands.
+        """
         all_headers = {**self.up.headers(), **(headers or {})}
         payload: Any = body
         if body is not None:
             all_headers["Content-Type"] = body.content_type
             all_headers["Content-Length"] = str(len(body))
         elif form is not None:
-            payload = urlencode(form).encode("ascii")
-            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
-        return self.up.transport.request(method, url, headers=all_headers, body=payload, timeout=self.up.timeout)
+            # As synapse-sdk sends a body without files: JSON.
+            payload = json.dumps(form).encode("utf-8")
+            all_headers["Content-Type"] = "application/json"
+        what = f"{method} {url} ({self.filename})"
 
-    def _send(self, request: Callable[[], Response], *, lost_ok: bool = False, signals: bool = False):
-        """Send with retries. Returns the answer, or ``None`` when it was lost and ``lost_ok``.
+        def attempt() -> Response:
+            answer = self.up.transport.request(method, url, headers=all_headers, body=payload, timeout=self.up.timeout)
+            return answer if signals and answer.status == 400 else answer.raise_for_status()
 
-        With ``signals``, 400 answers come back to the caller: they may be
-        protocol signals (``expected_offset``, a chunk checksum mismatch).
-        """
-        policy = self.up.retry
-        while True:
-            try:
-                answer = request()
-                if not (signals and answer.status == 400):
-                    answer.raise_for_status()
-                return answer
-            except (ClientResponseIncompleteError, ClientTimeoutError) as error:
-                if lost_ok:
-                    self.lost_answers = self.lost_answers.increment(error)
-                    self.up.sleep(self.lost_answers.delay)
-                    return None
-                policy = policy.increment(error)
-            except ClientError as error:
-                policy = policy.increment(error)
-            self.up.sleep(policy.delay)
+        try:
+            return retrying.call(
+                attempt, self.up.retry, what=what, sleep=self.up.sleep, passthrough=_LOST if lost_ok else ()
+            )
+        except _LOST as error:
+            if not lost_ok:
+                raise
+            self.lost_answers = self.lost_answers.increment(error)
+            retrying.announce_wait(what, error, self.lost_answers)
+            self.up.sleep(self.lost_answers.delay)
+            return None
 
     def _record(self, answer: Response) -> dict[str, Any]:
         try:

@@ -90,6 +90,21 @@ def alice_uploader(server, **options):
     )
 
 
+class FakeClock:
+    """A clock that moves only when slept on: retries that wait minutes take no time."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.time += seconds
+
+
 def make_file(directory, name: str, size: int) -> tuple:
     """A file of random bytes; returns its path and content."""
     import os

@@ -1,4 +1,4 @@
-"""The retry policy: which errors, how many times, how long to wait."""
+"""The retry policy: which errors, for how long, how long to wait; and the loop that applies it."""
 
 from __future__ import annotations
 
@@ -9,15 +9,19 @@ from engine.errors import (
     AuthorizationError,
     CertificateError,
     ClientConnectionError,
+    ClientError,
+    ClientResponseIncompleteError,
     ClientTimeoutError,
     InsufficientStorageError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitError,
     ServerError,
+    UnknownHostError,
     ValidationError,
 )
-from engine.retry import RetryPolicy
+from engine.retry import RetryPolicy, call
+from tests.conftest import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -41,6 +45,7 @@ def test_transient_errors_are_retried(error) -> None:
         ValidationError(400, "x"),
         ServerError(501, "x"),
         CertificateError("CERTIFICATE_VERIFY_FAILED"),
+        UnknownHostError("no such host"),
     ],
 )
 def test_final_errors_raise_at_once(error) -> None:
@@ -67,7 +72,7 @@ def test_policy_is_immutable() -> None:
 
 
 def test_backoff_is_exponential_full_jitter_and_capped() -> None:
-    policy = RetryPolicy(attempts=10, backoff=1.0, cap=5.0, jitter=lambda: 1.0)
+    policy = RetryPolicy(backoff=1.0, cap=5.0, jitter=lambda: 1.0)
     delays = []
     for _ in range(5):
         policy = policy.increment(ServerError(503, "x"))
@@ -85,5 +90,95 @@ def test_retry_after_is_honoured_and_capped() -> None:
 
 
 def test_bad_policy_is_refused() -> None:
-    with pytest.raises(ValueError):
-        RetryPolicy(attempts=0)
+    for bad in ({"attempts": 0}, {"deadline": -1.0}, {"backoff": -1.0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
+def test_the_budget_is_a_deadline_without_progress() -> None:
+    clock = FakeClock()
+    policy = RetryPolicy(deadline=60.0, cap=7.0, clock=clock.now, jitter=lambda: 1.0)
+    waits = []
+    with pytest.raises(ServerError) as raised:
+        while True:
+            policy = policy.increment(ServerError(503, "restarting"))
+            waits.append(policy.delay)
+            clock.sleep(policy.delay)
+    # 0.5, 1, 2, 4, then the cap, and the last wait ends exactly at the deadline.
+    assert waits[:5] == [0.5, 1.0, 2.0, 4.0, 7.0] and clock.now() == 60.0
+    assert set(waits[5:-1]) == {7.0} and 0 < waits[-1] <= 7.0
+    assert len(raised.value.retry_history) == len(waits) + 1
+
+
+def test_a_fresh_policy_starts_a_fresh_deadline() -> None:
+    """Callers take the policy anew after progress (a chunk landed): only a stall counts."""
+    clock = FakeClock()
+    fresh = RetryPolicy(deadline=10.0, clock=clock.now)
+    clock.sleep(1000.0)
+    streak = fresh.increment(ClientConnectionError("refused"))
+    assert streak.since == 1000.0 and streak.remaining == 10.0
+    clock.sleep(4.0)
+    assert streak.remaining == 6.0 and fresh.remaining == 10.0
+
+
+def test_no_deadline_and_an_attempt_cap_together() -> None:
+    clock = FakeClock()
+    policy = RetryPolicy(deadline=None, attempts=3, clock=clock.now)
+    policy = policy.increment(ClientConnectionError("a"))
+    clock.sleep(10_000.0)
+    policy = policy.increment(ClientConnectionError("b"))
+    assert policy.remaining is None
+    with pytest.raises(ClientConnectionError):
+        policy.increment(ClientConnectionError("c"))
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ClientConnectionError("refused: it never arrived"), True),
+        (ClientTimeoutError("connecting timed out"), True),
+        (RateLimitError("busy"), True),
+        (ServerError(502, "bad gateway"), True),
+        (ServerError(503, "unavailable"), True),
+        (ServerError(504, "gateway timeout"), True),
+        (ServerError(500, "may have done the work"), False),
+        (ClientResponseIncompleteError("the answer was lost"), False),
+    ],
+)
+def test_a_request_that_must_not_run_twice(error: ClientError, retried: bool) -> None:
+    """A POST that creates is retried only when it cannot have been processed."""
+    policy = RetryPolicy()
+    if retried:
+        assert policy.increment(error, idempotent=False).history == (error,)
+        return
+    with pytest.raises(type(error)):
+        policy.increment(error, idempotent=False)
+    assert policy.increment(error, idempotent=True).history == (error,)
+
+
+def test_call_retries_until_it_succeeds_and_says_what_it_waits_for(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    answers = iter([ServerError(503, "restarting"), ClientConnectionError("refused"), "done"])
+
+    def send() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    policy = RetryPolicy(deadline=300.0, clock=clock.now, jitter=lambda: 1.0)
+    with caplog.at_level("WARNING", logger="synapse_sdk.retry"):
+        assert call(send, policy, what="PUT chunk 3", sleep=clock.sleep) == "done"
+    assert clock.slept == [0.5, 1.0]
+    first, second = (r.getMessage() for r in caplog.records)
+    assert first.startswith("PUT chunk 3: the server answered 503; retrying in 0.5 s (attempt 2")
+    assert "gives up after 5 min 0 s more without progress" in first
+    assert second.startswith("PUT chunk 3: refused; retrying in 1.0 s (attempt 3")
+
+
+def test_call_leaves_passthrough_errors_to_the_caller() -> None:
+    def send() -> None:
+        raise ClientResponseIncompleteError("lost")
+
+    with pytest.raises(ClientResponseIncompleteError):
+        call(send, RetryPolicy(), what="x", sleep=pytest.fail, passthrough=(ClientResponseIncompleteError,))

@@ -12,10 +12,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from engine.errors import AuthenticationError, ClientConnectionError, ClientError, ValidationError
+from engine.errors import NO_STATUS, AuthenticationError, ClientConnectionError, ClientError, ValidationError
+from engine.retry import RetryPolicy
 from engine.uploader import ChunkedUploader
 from synapse_sdk.clients.backend import BackendClient
-from tests.conftest import ALICE, alice_uploader, make_file
+from tests.conftest import ALICE, FakeClock, alice_uploader, make_file
 from tests.faults import Fault, Proxy, corrupt
 
 KIB = 1024
@@ -106,11 +107,15 @@ def test_unreachable_server_is_a_connection_error(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path, _ = make_file(tmp_path, "data.bin", 10)
+    clock = FakeClock()
     client = BackendClient(f"http://127.0.0.1:{port}", access_token="x")
-    uploader = ChunkedUploader(client.transport, client.base_url, sleep=lambda s: None)
+    retry = RetryPolicy(deadline=120.0, clock=clock.now)
+    uploader = ChunkedUploader(client.transport, client.base_url, retry=retry, sleep=clock.sleep)
     with pytest.raises(ClientConnectionError) as raised:
         uploader.upload(path)
-    assert raised.value.status_code is None and len(raised.value.retry_history) == 5
+    # Retried until two minutes without progress had passed, the last attempt at the deadline.
+    assert clock.now() == pytest.approx(120.0) and len(raised.value.retry_history) > 5
+    assert raised.value.status_code == NO_STATUS and not raised.value.status_code
 
 
 def test_resume_from_a_known_upload(client, server, tmp_path: Path) -> None:
@@ -132,8 +137,7 @@ def test_resume_from_a_known_upload(client, server, tmp_path: Path) -> None:
 def test_settings_rebuild_an_equivalent_client_elsewhere(tmp_path: Path) -> None:
     import pickle
 
-    from engine.retry import RetryPolicy
-
+    (tmp_path / "ca.pem").write_text("")  # read at the first TLS connection, which this test never makes
     client = BackendClient(
         "https://example.test/api/",
         "token",

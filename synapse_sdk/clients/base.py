@@ -1,9 +1,12 @@
-"""``BaseClient``: base URL, auth headers, timeouts, and one pooled transport per client.
+"""``BaseClient``: base URL, auth headers, timeouts, retries, and one pooled transport per client.
 
 Requests go through ``engine.transport.Transport`` (a thread-safe urllib3
-pool), so one client may be shared by many threads. HTTP errors become the
-``ClientError`` hierarchy with the server's ``detail``. This module knows
-nothing of uploads.
+pool, honouring proxies and CA bundles from the environment as requests
+does), so one client may be shared by many threads. Every request is retried
+by the client's ``RetryPolicy`` (a deadline of time without progress): a
+request that must not run twice (a POST that creates) only when it cannot
+have been processed. HTTP errors become the ``ClientError`` hierarchy with
+the server's ``detail``. This module knows nothing of uploads.
 """
 
 from __future__ import annotations
@@ -11,19 +14,24 @@ from __future__ import annotations
 import json as jsonlib
 import mimetypes
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from urllib3 import encode_multipart_formdata
 
+from engine import retry as retrying
 from engine.retry import RetryPolicy
 from engine.transport import Response, Transport
 
 __all__ = ["BaseClient"]
 
 Timeout = float | tuple[float, float] | None
+
+#: Methods that may be sent twice with the effect of once (RFC 9110).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _file_field(name: str, value: Any) -> tuple[str, bytes, str]:
@@ -69,6 +77,8 @@ class BaseClient:
             raise ValueError(f"timeout must have exactly the keys 'connect' and 'read', not {sorted(self.timeout)}")
         self.default_params: dict[str, str] = {}
         self.retry = retry or RetryPolicy()
+        #: How retries wait (tests replace it).
+        self.sleep: Callable[[float], None] = time.sleep
         self.verify = verify
         self.transport = Transport(
             timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
@@ -102,11 +112,16 @@ class BaseClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeout = None,
+        idempotent: bool | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
-        """Send one request; returns the parsed JSON (or text, or ``None`` for 204).
+        """Send one request, with retries; returns the parsed JSON (or text, or ``None`` for 204).
 
         ``body`` sends a prepared body as it is (with the caller's headers);
         otherwise ``files`` make a multipart form and ``data``/``json`` JSON.
+        ``idempotent`` says whether the request may run twice; by default
+        what its method says (a POST may not). ``retry`` replaces the
+        client's policy for this request.
         """
         url = self._url(path)
         query = {**self.default_params, **(params or {})}
@@ -124,10 +139,17 @@ class BaseClient:
             # As synapse-sdk does: a body without files is sent as JSON.
             body = jsonlib.dumps(json if json is not None else data).encode("utf-8")
             all_headers["Content-Type"] = "application/json"
-        answer = self.transport.request(
-            method.upper(), url, headers=all_headers, body=body, timeout=self._timeout(timeout)
+        method = method.upper()
+        answer = retrying.call(
+            lambda: self.transport.request(
+                method, url, headers=all_headers, body=body, timeout=self._timeout(timeout)
+            ).raise_for_status(),
+            retry or self.retry,
+            what=f"{method} {url}",
+            idempotent=method in IDEMPOTENT_METHODS if idempotent is None else idempotent,
+            sleep=self.sleep,
         )
-        return _parsed(answer.raise_for_status())
+        return _parsed(answer)
 
     def _get(self, path: str, **kwargs: Any) -> Any:
         return self._request("GET", path, **kwargs)

@@ -98,7 +98,8 @@ class DataCollectionClientMixin:
 
     def verify_data_files_checksums(self, checksums: list[str]) -> dict[str, Any]:
         """Which of these MD5 checksums the server already holds."""
-        return self._post("data_files/verify_checksums/", data={"checksums": checksums})
+        # A question, not a create: safe to ask again when an answer is lost.
+        return self._post("data_files/verify_checksums/", data={"checksums": checksums}, idempotent=True)
 
     def upload_data_file(
         self,
