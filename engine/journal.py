@@ -7,14 +7,18 @@ state at that offset. Entries are written atomically (temp file, fsync,
 rename, fsync of the folder), so a ``kill -9`` at any instant leaves either
 the old entry or the new one; an entry that cannot be read is treated as
 absent. A lock file keeps two processes from driving the same entry.
-This module sends nothing and reads no file contents.
+
+A journal is a convenience, never a reason to fail an upload: a folder that
+cannot be written (a read-only home, a full disk) is said once in a warning
+and the upload goes on without resume, and so does every upload on a
+platform without ``fcntl`` (Windows). This module sends nothing and reads no
+file contents.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,12 +30,27 @@ from typing import Any
 from engine.durable import fsync_dir
 from engine.source import FileIdentity
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so no journal
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Journal", "JournalEntry", "default_journal_dir"]
 
 log = logging.getLogger("synapse_sdk.upload")
 
 VERSION = 1
 _DISABLED = {"", "0", "off", "no", "false", "none"}
+
+UNWRITABLE = "cannot write the resume journal (%s): uploads go on, not resumable"
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    """Log ``message`` the first time ``key`` comes up in this process."""
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 
 def default_journal_dir() -> Path | None:
@@ -84,11 +103,22 @@ class Journal:
         self.directory = Path(directory)
 
     def slot(self, server: str, path: str | os.PathLike[str]) -> JournalSlot | None:
-        """The entry for ``path`` on ``server``, locked for this upload; None if another holds it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """The entry for ``path`` on ``server``, locked for this upload.
+
+        None, and the upload goes on without resume, if another process holds
+        it, if the folder cannot be written, or if the platform cannot lock.
+        """
+        if fcntl is None:
+            _warn_once("fcntl", "no fcntl (file locks) here, so no resume journal: uploads are not resumable")
+            return None
         absolute = os.path.abspath(path)
         key = hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
-        lock = open(self.directory / f"{key}.lock", "a+b")  # noqa: SIM115 - held until release()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock = open(self.directory / f"{key}.lock", "a+b")  # noqa: SIM115 - held until release()
+        except OSError as error:
+            _warn_once(str(self.directory), UNWRITABLE, error)
+            return None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,28 +140,40 @@ class JournalSlot:
         self.server = server
         self.file_path = file_path
         self._lock = lock
+        #: False once a save failed: this upload goes on without resume.
+        self.writable = True
 
     def load(self) -> JournalEntry | None:
         try:
             return JournalEntry.from_json(self.path.read_text())
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, OSError) as error:
             log.warning("ignoring an unreadable journal entry %s: %s", self.path, error)
             self.remove()
             return None
 
     def save(self, entry: JournalEntry) -> None:
+        """Record ``entry`` durably; if that fails (full disk...), warn once and stop journaling this upload."""
+        if not self.writable:
+            return
         temporary = self.path.with_suffix(f".tmp{os.getpid()}")
-        with open(temporary, "w") as f:
-            f.write(entry.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
-        fsync_dir(self.path.parent)
+        try:
+            with open(temporary, "w") as f:
+                f.write(entry.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, self.path)
+            fsync_dir(self.path.parent)
+        except OSError as error:
+            self.writable = False
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            _warn_once(str(self.path.parent), UNWRITABLE, error)
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
         with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -255,3 +256,65 @@ def test_resume_without_chunk_md5(reference_server, tmp_path: Path, chunk_digest
     result = client.create_chunked_upload(path, chunk_size=64 * KIB, on_progress=lambda d, t: progress.append(d))
     assert progress[0] == 8 * 64 * KIB and stored(result) == data
     assert result["checksum"] == hashlib.md5(data).hexdigest()
+
+
+def _mount_tmpfs(directory: Path, *options: str) -> bool:
+    """A real small filesystem for the journal, if this machine lets the tests mount one (root, CAP_SYS_ADMIN)."""
+    directory.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join(["size=64k", *options]), "tmpfs", str(directory)],
+        capture_output=True,
+    )
+    return mounted.returncode == 0
+
+
+def _upload_twice_and_check(reference_server, tmp_path: Path, journal: Path, caplog) -> None:
+    """Two multi-chunk uploads with an unusable journal: both complete, the journal is warned of once."""
+    for name in ("a.bin", "b.bin"):
+        path, data = make_file(tmp_path, name, 300 * KIB)
+        with BackendClient(reference_server.base_url, access_token=ALICE, journal=journal) as client:
+            result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+        assert stored(result) == data
+    warnings = [r for r in caplog.records if "cannot write the resume journal" in r.getMessage()]
+    assert len(warnings) == 1 and "not resumable" in warnings[0].getMessage()
+
+
+def test_a_journal_folder_that_cannot_be_made_never_fails_the_upload(reference_server, tmp_path: Path, caplog) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder")
+    _upload_twice_and_check(reference_server, tmp_path, in_the_way / "journal", caplog)
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_a_read_only_or_full_journal_disk_never_fails_the_upload(
+    reference_server, tmp_path: Path, caplog, kind: str
+) -> None:
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, *(["ro"] if kind == "read-only" else [])):
+        pytest.skip("this machine does not let the tests mount a filesystem")
+    try:
+        if kind == "full":
+            (disk / "journal").mkdir()
+            with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+                f.write(b"\0" * 1024 * 1024)  # ENOSPC after 64 KiB
+        _upload_twice_and_check(reference_server, tmp_path, disk / "journal", caplog)
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_without_fcntl_the_package_imports_and_uploads_without_resume(reference_server, tmp_path: Path) -> None:
+    """As on Windows: no fcntl, so no journal; said once, and uploads work."""
+    path, data = make_file(tmp_path, "data.bin", 300 * KIB)
+    program = f"""
+import sys
+sys.modules["fcntl"] = None  # what `import fcntl` finds where it does not exist
+from synapse_sdk.clients.backend import BackendClient
+client = BackendClient({reference_server.base_url!r}, access_token={ALICE!r}, journal={str(tmp_path / "journal")!r})
+for _ in range(2):
+    print(client.create_chunked_upload({str(path)!r}, chunk_size=65536)["checksum"])
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [hashlib.md5(data).hexdigest()] * 2
+    assert done.stderr.count("no fcntl") == 1 and "not resumable" in done.stderr
+    assert not (tmp_path / "journal").exists()
