@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synapse-upload", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -58,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--skip-existing", action="store_true", help="skip files whose MD5 the server holds")
     upload.add_argument("--data-collection", type=_positive_int, metavar="ID", help="bind files to data units")
     upload.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+    upload.add_argument(
+        "--retry-deadline",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a request keeps retrying a server that is down, without progress (default 300)",
+    )
     upload.add_argument(
         "--ray",
         nargs="?",

@@ -59,6 +59,17 @@ class ProgressDisplay:
                 self._last_draw = now
                 self._draw(progress, now)
 
+    def note(self, line: str) -> None:
+        """Print ``line`` above the bars (on a terminal, the bars are drawn again below it)."""
+        with self._lock:
+            if self.tty and self._lines_drawn:
+                self.stream.write(f"\x1b[{self._lines_drawn}F\x1b[J")
+                self._lines_drawn = 0
+            self.stream.write(line + "\n")
+            if self.tty and self._latest is not None:
+                self._draw(self._latest, time.monotonic())
+            self.stream.flush()
+
     def close(self) -> None:
         """Draw the final state (on a terminal, leave it on screen)."""
         with self._lock:

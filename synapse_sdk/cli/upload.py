@@ -11,8 +11,10 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
+import logging
 import os
 import secrets
 import sys
@@ -22,13 +24,24 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from engine.errors import AuthenticationError, ClientConnectionError, ClientError, NotFoundError, ValidationError
+from engine.errors import (
+    AuthenticationError,
+    ClientConnectionError,
+    ClientError,
+    NotFoundError,
+    ServerError,
+    ValidationError,
+)
+from engine.retry import RetryPolicy
 from synapse_sdk.cli.progress import ProgressDisplay, human_bytes
 
 __all__ = ["UsageError", "check_server", "expand_paths", "ray_executor", "run_upload"]
 
 #: Data units created per request when binding files to a collection.
 UNIT_BATCH = 1000
+#: Seconds the first request waits for a server that does not answer: a mistyped
+#: host should be one quick line, while a long upload rides out long outages.
+FIRST_CONTACT_PATIENCE = 10.0
 
 
 class UsageError(Exception):
@@ -63,14 +76,29 @@ def expand_paths(arguments: list[str], *, recursive: bool) -> list[Path]:
 
 def check_server(client: Any, host: str) -> None:
     """One cheap request, so an unreachable server or a bad token is one clear line, not N failures."""
+    deadline = client.retry.deadline
+    patience = FIRST_CONTACT_PATIENCE if deadline is None else min(deadline, FIRST_CONTACT_PATIENCE)
     try:
-        client._get("chunked_upload/0/")
+        client._get("chunked_upload/0/", retry=dataclasses.replace(client.retry, deadline=patience))
     except (NotFoundError, ValidationError):
         pass  # reached, and the token was accepted
     except AuthenticationError as error:
         raise UsageError(f"the server at {host} refused the access token (401): {error.detail}") from None
     except ClientConnectionError as error:
         raise UsageError(f"cannot reach the server at {host}: {error.detail}") from None
+    except ServerError as error:
+        raise UsageError(f"the server at {host} is failing ({error.status_code}): {error.detail}") from None
+
+
+class RetryNotices(logging.Handler):
+    """Shows the client's retry waits ("what it is waiting for") through the progress display."""
+
+    def __init__(self, display: ProgressDisplay) -> None:
+        super().__init__(logging.WARNING)
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.display.note(f"waiting: {record.getMessage()}")
 
 
 def _bind_to_collection(client: Any, collection_id: int, successful: list[dict[str, Any]]) -> list[Any]:
@@ -166,11 +194,21 @@ def run_upload(args: argparse.Namespace) -> int:
             print(f"No --host given: uploading to a reference server at {host} (data in {data_dir})", file=sys.stderr)
         elif not token:
             raise UsageError("--token (or SYNAPSE_ACCESS_TOKEN) is required with --host")
+        display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
+        notices = RetryNotices(display)
+        retry_log = logging.getLogger("synapse_sdk.retry")
+        retry_log.addHandler(notices)
+        stack.callback(retry_log.removeHandler, notices)
         client = stack.enter_context(
-            BackendClient(host, access_token=token, tenant=args.tenant, journal=not args.no_resume)
+            BackendClient(
+                host,
+                access_token=token,
+                tenant=args.tenant,
+                journal=not args.no_resume,
+                retry=RetryPolicy(deadline=args.retry_deadline),
+            )
         )
         check_server(client, host)
-        display = ProgressDisplay(sys.stderr, tty=sys.stderr.isatty())
         started = time.monotonic()
         try:
             results = client.upload_files(
