@@ -17,6 +17,17 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _no_proxy_of_the_machine():
+    """The tests' traffic stays on loopback even where the machine's environment names a proxy."""
+    mp = pytest.MonkeyPatch()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        mp.delenv(name, raising=False)
+        mp.delenv(name.lower(), raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _journal_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
     """Resume journals of the tests' uploads never land in the user's cache."""
     mp = pytest.MonkeyPatch()

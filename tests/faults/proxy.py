@@ -22,6 +22,13 @@ or injects the fault the plan returns:
 - ``corrupt(at_byte)``: forward the request with one body byte flipped, as a
   faulty NIC or middlebox would, and relay the answer.
 
+With ``upstream=None`` it is a forward proxy instead, as ``HTTP(S)_PROXY``
+names one: a request in absolute form (``GET http://127.0.0.1:8000/x``) goes
+to the server it names, and ``CONNECT 127.0.0.1:8443`` opens a tunnel (for
+https; tunnelled bytes are relayed as they are, without faults). With
+``proxy_auth=(user, password)`` it answers 407 to a request without those
+credentials. Both modes log every request (``log``), with its target.
+
 When the upstream cannot be reached (a test killed it) the proxy answers
 ``502`` like a gateway would; when the upstream connection breaks in the middle
 of an exchange, the client's connection is closed. Upstream connections are
@@ -35,6 +42,7 @@ It must not talk to anything but 127.0.0.1, and ``stop()`` (or leaving the
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import select
@@ -373,7 +381,9 @@ def _body(reader: _Reader, framing: tuple[str, int]) -> Iterator[bytes]:
             yield piece
 
 
-def _answer(code: int, detail: str, *, retry_after: float | None = None, close: bool = False) -> bytes:
+def _answer(
+    code: int, detail: str, *, retry_after: float | None = None, close: bool = False, challenge: bool = False
+) -> bytes:
     body = json.dumps({"detail": detail}).encode()
     lines = [
         f"HTTP/1.1 {code} {HTTPStatus(code).phrase}",
@@ -382,6 +392,8 @@ def _answer(code: int, detail: str, *, retry_after: float | None = None, close: 
     ]
     if retry_after is not None:
         lines.append(f"Retry-After: {retry_after:g}")
+    if challenge:
+        lines.append('Proxy-Authenticate: Basic realm="fault proxy"')
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -404,12 +416,35 @@ def _parse_upstream(upstream: str | tuple[str, int]) -> tuple[str, int]:
 # -- the proxy ----------------------------------------------------------------
 
 
+def _loopback_target(authority: str) -> tuple[str, int]:
+    """``host:port`` of a forward-proxy request, which must be on this machine."""
+    host, _, port = authority.rpartition(":")
+    if not port.isdigit():
+        raise _Malformed(f"no port in {authority!r}")
+    return _parse_upstream((host.strip("[]"), int(port)))
+
+
+def _origin_form(head: _Head) -> tuple[bytes, tuple[str, int]]:
+    """An absolute-form request head rewritten for the origin server, and that server's address."""
+    method, target, version = (*head.start, "HTTP/1.1")[:3]
+    parts = urlsplit(target)
+    if parts.scheme != "http" or not parts.netloc:
+        raise _Malformed(f"a forward proxy needs an absolute http URL, not {target!r}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = head.raw.decode("latin-1").split("\r\n")
+    kept = [line for line in lines[1:] if not line.lower().startswith(("proxy-authorization:", "proxy-connection:"))]
+    raw = "\r\n".join([f"{method} {path} {version}", *kept]).encode("latin-1")
+    return raw, _loopback_target(parts.netloc if parts.port else f"{parts.netloc}:80")
+
+
 @dataclass
 class _Link:
     """One client connection and the upstream connection that currently serves it."""
 
     client: _Reader
     upstream: _Reader | None = None
+    #: Where ``upstream`` leads (a forward proxy's requests may name different servers).
+    target: tuple[str, int] | None = None
 
 
 class Proxy:
@@ -423,7 +458,7 @@ class Proxy:
 
     def __init__(
         self,
-        upstream: str | tuple[str, int],
+        upstream: str | tuple[str, int] | None,
         plan: Plan | None = None,
         *,
         port: int = 0,
@@ -431,9 +466,13 @@ class Proxy:
         io_timeout: float = 30.0,
         idle_timeout: float = 60.0,
         log_size: int = 200,
+        proxy_auth: tuple[str, str] | None = None,
     ) -> None:
-        self.upstream = _parse_upstream(upstream)
+        self.upstream = None if upstream is None else _parse_upstream(upstream)
         self.plan = plan
+        self._credentials = (
+            None if proxy_auth is None else "Basic " + base64.b64encode(":".join(proxy_auth).encode()).decode()
+        )
         self.port = port
         self.connect_timeout = connect_timeout
         self.io_timeout = io_timeout
@@ -455,7 +494,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the proxy (known once started)."""
+        """``http://127.0.0.1:PORT`` of the proxy (known once started): the upstream's stand-in, or HTTP(S)_PROXY."""
         if self.port == 0:
             raise RuntimeError("the proxy has no port yet: call start() first")
         return f"http://{LOOPBACK}:{self.port}"
@@ -604,6 +643,19 @@ class Proxy:
         with self._lock:
             index = self._index
             self._index += 1
+        target = self.upstream
+        if self.upstream is None:  # a forward proxy
+            if self._credentials is not None and head.headers.get("proxy-authorization") != self._credentials:
+                for _ in _body(client, framing):
+                    pass
+                client.sock.sendall(_answer(407, "proxy credentials required", close=True, challenge=True))
+                self._note(RequestLog(index, method, path, None, "answered 407"))
+                return False
+            if method == "CONNECT":
+                self._tunnel(link, _loopback_target(path))
+                self._note(RequestLog(index, method, path, None, "tunnelled"))
+                return False
+            raw, target = _origin_form(head)
         plan = self.plan
         fault = plan(index, method, path, dict(head.headers)) if plan is not None else None
 
@@ -627,12 +679,12 @@ class Proxy:
             client.sock.settimeout(self.idle_timeout)
             return not head.close
 
-        if upstream is not None and not upstream.idle():
+        if upstream is not None and (link.target != target or not upstream.idle()):
             self._close(upstream.sock)
             upstream = link.upstream = None
         if upstream is None:
             try:
-                sock = socket.create_connection(self.upstream, timeout=self.connect_timeout)
+                sock = socket.create_connection(target, timeout=self.connect_timeout)
             except OSError as error:
                 self._count("upstream_errors")
                 for _ in _body(client, framing):
@@ -643,6 +695,7 @@ class Proxy:
                 return not head.close
             # Kept on the link at once, so that whatever fails next, _serve closes it.
             upstream = link.upstream = _Reader(self._track(sock))
+            link.target = target
             sock.settimeout(self.io_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if fault is not None:
@@ -704,6 +757,30 @@ class Proxy:
         client.sock.settimeout(self.idle_timeout)
         keep = not (head.close or answer.close or answer_framing[0] == "close")
         return keep
+
+    def _tunnel(self, link: _Link, target: tuple[str, int]) -> None:
+        """Answer a CONNECT and relay bytes both ways until either side closes."""
+        try:
+            upstream = self._track(socket.create_connection(target, timeout=self.connect_timeout))
+        except OSError as error:
+            link.client.sock.sendall(_answer(502, f"fault proxy: cannot reach {target}: {error}", close=True))
+            return
+        link.upstream, link.target = _Reader(upstream), target
+        link.client.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        pending = bytes(link.client.buffer)  # bytes the client sent right behind its CONNECT
+        link.client.buffer.clear()
+        if pending:
+            upstream.sendall(pending)
+        peers = {link.client.sock: upstream, upstream: link.client.sock}
+        while not self._stopping.is_set():
+            readable, _, _ = select.select(list(peers), [], [], self.io_timeout)
+            if not readable:
+                return
+            for sock in readable:
+                data = sock.recv(BLOCK)
+                if not data:
+                    return
+                peers[sock].sendall(data)
 
     # Upstream operations raise _UpstreamBroke so that a dead server is told
     # apart from a client that went away.
