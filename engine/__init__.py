@@ -29,5 +29,8 @@ Md5 = _impl.Md5
 update_pair = _impl.update_pair
 digest_windows = _impl.digest_windows
 read_into = _impl.read_into
+md5_many = _impl.md5_many
+md5_lanes = _impl.md5_lanes
+md5_simd = _impl.md5_simd
 
-__all__ = ["NATIVE", "Md5", "digest_windows", "read_into", "update_pair"]
+__all__ = ["NATIVE", "Md5", "digest_windows", "md5_lanes", "md5_many", "md5_simd", "read_into", "update_pair"]
