@@ -75,16 +75,12 @@ def simd(request: pytest.FixtureRequest, twin: ModuleType) -> Iterator[str | Non
         yield twin.md5_simd() if request.param else None
 
 
-def _kernels() -> Iterator[tuple[str, ModuleType]]:
-    """For hypothesis tests, which cannot take function-scoped fixtures: each twin, each level."""
-    yield "pure", importlib.import_module("engine._pure")
-    try:
-        native = importlib.import_module("engine._native")
-    except ImportError:
-        return
-    for level in LEVELS:
-        with _at_level(native, level):
-            yield level, native
+def _kernels() -> list[tuple[ModuleType, str | None]]:
+    """For hypothesis tests, which cannot take function-scoped fixtures: each twin, each level (use _at_level)."""
+    kernels: list[tuple[ModuleType, str | None]] = [(importlib.import_module("engine._pure"), None)]
+    with contextlib.suppress(ImportError):
+        kernels += [(importlib.import_module("engine._native"), level) for level in LEVELS]
+    return kernels
 
 
 def _data(size: int, seed: int) -> bytes:
@@ -291,14 +287,15 @@ def _mixes(draw) -> tuple[list[int], list[list[int | None]], int]:
 @given(mix=_mixes())
 def test_any_mix_of_streams(mix) -> None:
     prefix_sizes, calls, seed = mix
-    for _label, twin in _kernels():
+    for twin, level in _kernels():
         prefixes = [_data(size, seed + i) for i, size in enumerate(prefix_sizes)]
         states = [twin.Md5(prefix) for prefix in prefixes]
         references = [_Reference(prefix) for prefix in prefixes]
         for number, lengths in enumerate(calls):
             members = [i for i, size in enumerate(lengths) if size is not None]
             buffers = [_data(lengths[i], seed ^ (number << 8) ^ i) for i in members]
-            twin.md5_many([states[i] for i in members], buffers)
+            with _at_level(twin, level):
+                twin.md5_many([states[i] for i in members], buffers)
             for i, data in zip(members, buffers, strict=True):
                 references[i].update(data)
         _check(states, references)
@@ -307,11 +304,12 @@ def test_any_mix_of_streams(mix) -> None:
 @settings(deadline=None, max_examples=40)
 @given(prefix=st.binary(max_size=70), data=st.binary(max_size=3000), cuts=st.lists(st.integers(0, 3000), max_size=4))
 def test_same_as_update_for_one_stream_in_any_split(prefix: bytes, data: bytes, cuts: list[int]) -> None:
-    for _label, twin in _kernels():
+    for twin, level in _kernels():
         many, one = twin.Md5(prefix), twin.Md5(prefix)
         last = 0
         for cut in [*sorted(c for c in cuts if c <= len(data)), len(data)]:
-            twin.md5_many([many], [data[last:cut]])
+            with _at_level(twin, level):
+                twin.md5_many([many], [data[last:cut]])
             one.update(data[last:cut])
             last = cut
         assert (many.hexdigest(), many.length) == (one.hexdigest(), one.length)
