@@ -4,6 +4,9 @@ The compiled twin (``engine._native``) is used unless it is missing or the
 environment variable ``SYNAPSE_ENGINE=python`` asks for the pure-Python one;
 ``SYNAPSE_ENGINE=native`` makes a missing extension an error instead of a
 silent fallback. Both twins give identical results.
+
+``md5_many`` runs many MD5 streams at once in SIMD lanes (compiled twin);
+``SYNAPSE_MD5_SIMD=avx512|avx2|scalar`` caps the kernel it picks.
 """
 
 from __future__ import annotations
