@@ -112,7 +112,7 @@ def test_sixteen_streams(benchmark, streams: list[bytes], digests: list[str], le
         record_target(
             Target(
                 f"mb {level}",
-                f"md5_many {STREAMS} x 16 MiB ({level}) / hashlib.md5, bytes per CPU-second",
+                f"md5_many {STREAMS} x 16 MiB, {level} / hashlib.md5, B per CPU-s",
                 ratio,
                 TARGETS[level],
                 True,
@@ -135,7 +135,7 @@ def test_one_stream(benchmark, streams: list[bytes], digests: list[str]) -> None
     record_target(
         Target(
             "mb 1 file",
-            "md5_many 1 x 16 MiB / Md5.update, bytes per CPU-second",
+            "md5_many 1 x 16 MiB / Md5.update, B per CPU-s",
             ratio,
             0.97,
             True,
