@@ -16,7 +16,7 @@ extensions = [
         "engine._native",
         ["engine/_native.pyx"],
         include_dirs=["engine"],
-        depends=["engine/_md5.h", "engine/_guard.h"],
+        depends=["engine/_md5.h", "engine/_md5_mb.h", "engine/_guard.h"],
         extra_compile_args=["-O3"],
         optional=os.environ.get("SYNAPSE_ENGINE_OPTIONAL_BUILD") == "1",
     )

@@ -4,6 +4,9 @@ The compiled twin (``engine._native``) is used unless it is missing or the
 environment variable ``SYNAPSE_ENGINE=python`` asks for the pure-Python one;
 ``SYNAPSE_ENGINE=native`` makes a missing extension an error instead of a
 silent fallback. Both twins give identical results.
+
+``md5_many`` runs many MD5 streams at once in SIMD lanes (compiled twin);
+``SYNAPSE_MD5_SIMD=avx512|avx2|scalar`` caps the kernel it picks.
 """
 
 from __future__ import annotations
@@ -29,5 +32,8 @@ Md5 = _impl.Md5
 update_pair = _impl.update_pair
 digest_windows = _impl.digest_windows
 read_into = _impl.read_into
+md5_many = _impl.md5_many
+md5_lanes = _impl.md5_lanes
+md5_simd = _impl.md5_simd
 
-__all__ = ["NATIVE", "Md5", "digest_windows", "read_into", "update_pair"]
+__all__ = ["NATIVE", "Md5", "digest_windows", "md5_lanes", "md5_many", "md5_simd", "read_into", "update_pair"]

@@ -60,7 +60,8 @@ static inline uint32_t md5_load_le(const unsigned char *p) {
 
 /* The 64 steps of a block as an X-macro: S(f, a, b, c, d, message word, step, shift)
  * names which state register each step updates; one lane or two expand it. */
-#define MD5_ALL_STEPS(S) \
+#define MD5_ALL_STEPS(S) MD5_ROUND1(S) MD5_ROUND2(S) MD5_ROUND3(S) MD5_ROUND4(S)
+#define MD5_ROUND1(S) \
     S(MD5_F, a, b, c, d, 0, 0, 7) \
     S(MD5_F, d, a, b, c, 1, 1, 12) \
     S(MD5_F, c, d, a, b, 2, 2, 17) \
@@ -76,7 +77,8 @@ static inline uint32_t md5_load_le(const unsigned char *p) {
     S(MD5_F, a, b, c, d, 12, 12, 7) \
     S(MD5_F, d, a, b, c, 13, 13, 12) \
     S(MD5_F, c, d, a, b, 14, 14, 17) \
-    S(MD5_F, b, c, d, a, 15, 15, 22) \
+    S(MD5_F, b, c, d, a, 15, 15, 22)
+#define MD5_ROUND2(S) \
     S(MD5_G, a, b, c, d, 1, 16, 5) \
     S(MD5_G, d, a, b, c, 6, 17, 9) \
     S(MD5_G, c, d, a, b, 11, 18, 14) \
@@ -92,7 +94,8 @@ static inline uint32_t md5_load_le(const unsigned char *p) {
     S(MD5_G, a, b, c, d, 13, 28, 5) \
     S(MD5_G, d, a, b, c, 2, 29, 9) \
     S(MD5_G, c, d, a, b, 7, 30, 14) \
-    S(MD5_G, b, c, d, a, 12, 31, 20) \
+    S(MD5_G, b, c, d, a, 12, 31, 20)
+#define MD5_ROUND3(S) \
     S(MD5_H, a, b, c, d, 5, 32, 4) \
     S(MD5_H, d, a, b, c, 8, 33, 11) \
     S(MD5_H, c, d, a, b, 11, 34, 16) \
@@ -108,7 +111,8 @@ static inline uint32_t md5_load_le(const unsigned char *p) {
     S(MD5_H, a, b, c, d, 9, 44, 4) \
     S(MD5_H, d, a, b, c, 12, 45, 11) \
     S(MD5_H, c, d, a, b, 15, 46, 16) \
-    S(MD5_H, b, c, d, a, 2, 47, 23) \
+    S(MD5_H, b, c, d, a, 2, 47, 23)
+#define MD5_ROUND4(S) \
     S(MD5_I, a, b, c, d, 0, 48, 6) \
     S(MD5_I, d, a, b, c, 7, 49, 10) \
     S(MD5_I, c, d, a, b, 14, 50, 15) \

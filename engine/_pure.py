@@ -3,6 +3,7 @@
 Used where the extension is not built, or when ``SYNAPSE_ENGINE=python``.
 hashlib and xxhash release the GIL for large buffers, so this twin still
 overlaps hashing with sending; it only costs a second MD5 pass per chunk.
+``md5_many`` hashes its streams one after another (no SIMD lanes here).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Iterable
 import xxhash
 
 NATIVE = False
+
+#: What md5_many accepts: anything with the buffer protocol, C-contiguous (bytes, mmap windows, arrays).
+Buffer = bytes | bytearray | memoryview
 
 # Slices handed to xxh3 right after MD5 saw them, while still in cache.
 SLICE = 1 << 20
@@ -57,6 +61,41 @@ class Md5:
 
     def __reduce__(self):
         raise TypeError("the pure-Python MD5 state cannot be saved (hashlib hides it)")
+
+
+def md5_simd() -> str:
+    """No SIMD kernel here: ``"none"``."""
+    return "none"
+
+
+def md5_lanes() -> int:
+    """One stream at a time."""
+    return 1
+
+
+def md5_many(states: Iterable[Md5], buffers: Iterable[Buffer]) -> None:
+    """Update ``states[i]`` with ``buffers[i]`` for every i: hashlib, one stream after another.
+
+    Checks its arguments as the compiled twin does, and all of them before
+    any state changes.
+    """
+    hashes = list(states)
+    seen: set[int] = set()
+    for md5 in hashes:
+        if not isinstance(md5, Md5):
+            raise TypeError(f"md5_many takes engine._pure.Md5 states, not {type(md5).__name__}")
+        if id(md5) in seen:
+            raise ValueError("md5_many got the same Md5 twice: each stream needs its own state")
+        seen.add(id(md5))
+    datas = list(buffers)
+    if len(datas) != len(hashes):
+        raise ValueError(f"md5_many got {len(hashes)} states and {len(datas)} buffers: it needs one buffer per state")
+    views = [memoryview(data) for data in datas]
+    for view in views:
+        if not view.c_contiguous:
+            raise BufferError("md5_many needs C-contiguous buffers")
+    for md5, view in zip(hashes, views, strict=True):
+        md5.update(view)
 
 
 def update_pair(running: Md5, chunk: Md5, data: bytes | memoryview) -> None:
