@@ -159,3 +159,30 @@ def test_parse_size() -> None:
     assert parse_size("50MiB") == 50 * 1024 * 1024
     assert parse_size("64k") == 65536
     assert parse_size("1000") == 1000
+
+
+def test_says_what_it_waits_for_while_the_server_is_down(reference_server, tmp_path: Path) -> None:
+    """A backend answering 503 for a while: the upload waits it out, saying so, and succeeds."""
+    from tests.faults import Proxy, status
+
+    path, data = make_file(tmp_path, "data.bin", 300_000)
+    down = {"requests": 6}
+
+    def plan(index: int, method: str, target: str, headers) -> object:
+        # The first contact gets through; the next requests meet a restarting backend.
+        return status(503) if 1 <= index <= down["requests"] else None
+
+    with Proxy(reference_server.base_url, plan) as proxy:
+        done = run(
+            "upload", str(path), "--chunk-size", "64KiB", env={**against(reference_server), "SYNAPSE_HOST": proxy.url}
+        )
+    assert done.returncode == 0, done.stderr
+    waits = [line for line in done.stderr.splitlines() if line.startswith("waiting: ")]
+    assert len(waits) == down["requests"]
+    assert "the server answered 503; retrying in" in waits[0] and "without progress" in waits[0]
+    assert f"checksum={hashlib.md5(data).hexdigest()}" in done.stdout
+
+
+def test_retry_deadline_option(tmp_path: Path) -> None:
+    done = run("upload", "--retry-deadline", "never", "README.md")
+    assert done.returncode == 2 and "not a positive number of seconds" in done.stderr
