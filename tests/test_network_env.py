@@ -131,7 +131,7 @@ def test_trust_env_false_ignores_the_environment(reference_server, env) -> None:
 
 def test_a_missing_ca_bundle_is_a_clear_error(env, tmp_path: Path) -> None:
     env.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
-    with pytest.raises(ValueError, match="no CA bundle at .*missing.pem"):
+    with pytest.raises(ValueError, match=r"no CA bundle at .*missing\.pem"):
         BackendClient("https://example.test", access_token=ALICE)
 
 

@@ -56,9 +56,11 @@ def test_an_upload_outlives_a_backend_down_for_90_seconds(tmp_path: Path, caplog
     orchestrator = threading.Thread(target=outage, daemon=True)
     orchestrator.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="synapse_sdk.retry"):
-            with BackendClient(proxy.url, access_token=TOKEN, journal=False) as client:
-                result = client.create_chunked_upload(path, chunk_size=MIB, on_progress=on_progress)
+        with (
+            caplog.at_level(logging.WARNING, logger="synapse_sdk.retry"),
+            BackendClient(proxy.url, access_token=TOKEN, journal=False) as client,
+        ):
+            result = client.create_chunked_upload(path, chunk_size=MIB, on_progress=on_progress)
     finally:
         orchestrator.join(4 * STAGE)
         proxy.stop()
