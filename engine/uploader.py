@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlencode
 
 import engine
 from engine import Md5
@@ -168,6 +169,7 @@ class ChunkedUploader:
         twin: ModuleType = engine,
         journal: Journal | None = None,
         chunk_digest: str = "md5",
+        query: Mapping[str, str] | None = None,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         if chunk_digest not in CHUNK_DIGESTS:
@@ -182,6 +184,8 @@ class ChunkedUploader:
         self.sleep = sleep
         self.twin = twin
         self.journal = journal
+        #: Query parameters every request carries (the client's ``default_params``, e.g. ``url_host``).
+        self.query = dict(query or {})
 
     def upload(
         self,
@@ -476,6 +480,8 @@ class _Upload:
             payload = json.dumps(form).encode("utf-8")
             all_headers["Content-Type"] = "application/json"
         what = f"{method} {url} ({self.filename})"
+        if self.up.query:
+            url += ("&" if "?" in url else "?") + urlencode(self.up.query)
 
         def attempt() -> Response:
             answer = self.up.transport.request(method, url, headers=all_headers, body=payload, timeout=self.up.timeout)

@@ -250,3 +250,16 @@ def test_without_chunk_digests_corruption_is_caught_at_finalize(reference_server
             client.create_chunked_upload(path, chunk_size=64 * KIB)
         upload_id = raised.value.url.rstrip("/").split("/")[-1]
         assert client.get_chunked_upload(upload_id)["completed_at"] is None
+
+
+def test_url_host_rides_on_every_request(server, tmp_path: Path) -> None:
+    """``BackendClient(url_host=...)`` is a query parameter of every request, the upload's included."""
+    path, data = make_file(tmp_path, "data.bin", 300 * KIB)
+    with (
+        Proxy(server.base_url) as proxy,
+        BackendClient(proxy.url, access_token=server.user_token, url_host="internal", journal=False) as client,
+    ):
+        result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+        client.get_chunked_upload(result["id"])
+    assert stored_bytes(server, result) == data
+    assert len(proxy.log) == 7 and all(entry.path.endswith("?url_host=internal") for entry in proxy.log)

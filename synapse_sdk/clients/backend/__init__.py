@@ -8,7 +8,9 @@ unfinished uploads are recorded for resuming: ``True`` for the user's cache
 folder or ``$SYNAPSE_UPLOAD_JOURNAL``, a folder, or ``False`` for none) and
 ``chunk_digest`` (``"md5"``: ``Content-MD5`` per chunk, the default;
 ``"xxh3"``: the cheaper ``Content-XXH3`` the reference server verifies;
-``"none"``) are additions.
+``"none"``) are additions. ``url_host`` (``"internal"``: presigned URLs for
+consumers inside the deployment's network) is sent with every request as
+the ``url_host`` query parameter, as synapse-sdk does.
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         tenant: str | None = None,
         agent_token: str | None = None,
         timeout: dict[str, float] | None = None,
+        url_host: str | None = None,
         verify: bool | str = True,
         retry: RetryPolicy | None = None,
         journal: bool | str | os.PathLike[str] = True,
         chunk_digest: str = "md5",
     ) -> None:
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
+        if url_host:
+            self.default_params["url_host"] = url_host
         directory = default_journal_dir() if journal is True else Path(journal) if journal else None
         self.journal = None if directory is None else Journal(directory)
         # As given: True means "the default folder" wherever the settings are used.
@@ -73,6 +78,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
             "tenant": self.tenant,
             "agent_token": self.agent_token,
             "timeout": dict(self.timeout),
+            "url_host": self.default_params.get("url_host"),
             "verify": self.verify if isinstance(self.verify, bool) else os.fspath(self.verify),
             "retry": self.retry,
             "journal": self._journal_setting,

@@ -62,6 +62,7 @@ class CoreClientMixin:
             retry=self.retry,
             journal=self.journal,
             chunk_digest=self.chunk_digest,
+            query=self.default_params,
         )
 
     def upload_files(
