@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import requests
+from requests.adapters import HTTPAdapter
 from urllib3 import encode_multipart_formdata
+from urllib3.util.retry import Retry
 
 from engine import retry as retrying
 from engine.retry import RetryPolicy
@@ -80,6 +83,7 @@ class BaseClient:
         #: How retries wait (tests replace it).
         self.sleep: Callable[[float], None] = time.sleep
         self.verify = verify
+        self._session: requests.Session | None = None
         self.transport = Transport(
             timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
         )
@@ -166,9 +170,40 @@ class BaseClient:
     def _delete(self, path: str, **kwargs: Any) -> Any:
         return self._request("DELETE", path, **kwargs)
 
+    @property
+    def requests_session(self) -> requests.Session:
+        """A requests session for calls this client does not wrap, as synapse-sdk offers one.
+
+        Like the published one it carries no authentication (pass
+        ``headers=client._get_headers()``) and retries 502/503/504 three
+        times; it verifies TLS as this client does. The client's own
+        requests do not use it.
+        """
+        if self._session is None:
+            session = requests.Session()
+            session.verify = self.verify
+            retries = Retry(
+                total=3,
+                backoff_factor=2,
+                status_forcelist=[502, 503, 504],
+                allowed_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                respect_retry_after_header=True,
+            )
+            for scheme in ("http://", "https://"):
+                session.mount(scheme, HTTPAdapter(max_retries=retries))
+            self._session = session
+        return self._session
+
+    def reset_connection(self) -> None:
+        """Drop every open connection; the next request opens a new one (a retry that reuses a bad one fails alike)."""
+        self.transport.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
     def close(self) -> None:
         """Close the pooled connections."""
-        self.transport.close()
+        self.reset_connection()
 
     def __enter__(self) -> BaseClient:
         return self
