@@ -182,3 +182,33 @@ def test_status_code_comparisons_of_the_docs_hold_for_every_error(tmp_path: Path
     assert error.status_code == None and not error.status_code  # noqa: E711
     assert "Upload failed with error" in capsys.readouterr().out
     assert pickle.loads(pickle.dumps(error)).status_code == error.status_code
+
+
+def test_request_and_response_models_as_published_subclasses_use_them(reference_server, tmp_path: Path) -> None:
+    """A subclass of the published client validates with pydantic models through ``_post``/``_get``."""
+    from pydantic import BaseModel, ConfigDict
+    from pydantic import ValidationError as PydanticValidationError
+
+    from synapse_sdk.clients.backend import BackendClient
+
+    class ModelCreate(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+        chunked_upload: int | str | None = None
+        description: str | None = None
+
+    class Created(BaseModel):
+        id: int
+        name: str
+
+    class MyClient(BackendClient):
+        def create(self, data):
+            return self._post("models/", request_model=ModelCreate, response_model=Created, data=data)
+
+    path, _ = make_file(tmp_path, "m.bin", KIB)
+    with MyClient(reference_server.base_url, access_token=ALICE) as client:
+        upload = client.create_chunked_upload(path)
+        model = client.create({"name": "m", "chunked_upload": upload["id"], "description": None})
+        assert model["name"] == "m" and "description" not in model  # None fields are not sent
+        with pytest.raises(PydanticValidationError):
+            client.create({"name": "m", "chunked_upload": upload["id"], "unknown": 1})

@@ -158,17 +158,39 @@ class BaseClient:
     def _get(self, path: str, **kwargs: Any) -> Any:
         return self._request("GET", path, **kwargs)
 
-    def _post(self, path: str, **kwargs: Any) -> Any:
-        return self._request("POST", path, **kwargs)
+    def _post(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("POST", path, request_model, response_model, **kwargs)
 
-    def _put(self, path: str, **kwargs: Any) -> Any:
-        return self._request("PUT", path, **kwargs)
+    def _put(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("PUT", path, request_model, response_model, **kwargs)
 
-    def _patch(self, path: str, **kwargs: Any) -> Any:
-        return self._request("PATCH", path, **kwargs)
+    def _patch(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("PATCH", path, request_model, response_model, **kwargs)
 
-    def _delete(self, path: str, **kwargs: Any) -> Any:
-        return self._request("DELETE", path, **kwargs)
+    def _delete(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("DELETE", path, request_model, response_model, **kwargs)
+
+    def _mutate(self, method: str, path: str, request_model: Any, response_model: Any, **kwargs: Any) -> Any:
+        """A request with a body, checked against pydantic models before it goes and after it comes, as published."""
+        if kwargs.get("data") and request_model is not None:
+            kwargs["data"] = self._validate_request(kwargs["data"], request_model)
+        answer = self._request(method, path, **kwargs)
+        return answer if response_model is None else self._validate_response(answer, response_model)
+
+    @staticmethod
+    def _validate_request(data: Any, model: Any) -> dict[str, Any]:
+        """``data`` as the model validates it, without its ``None`` fields (pydantic's ``ValidationError`` if bad)."""
+        if not hasattr(model, "model_validate"):
+            raise TypeError(f"{getattr(model, '__name__', model)!r} is not a pydantic model")
+        return {k: v for k, v in model.model_validate(data).model_dump().items() if v is not None}
+
+    @staticmethod
+    def _validate_response(answer: Any, model: Any) -> Any:
+        """The answer unchanged, once the model accepts it."""
+        if not hasattr(model, "model_validate"):
+            raise TypeError(f"{getattr(model, '__name__', model)!r} is not a pydantic model")
+        model.model_validate(answer)
+        return answer
 
     @property
     def requests_session(self) -> requests.Session:
