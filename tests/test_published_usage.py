@@ -212,3 +212,16 @@ def test_request_and_response_models_as_published_subclasses_use_them(reference_
         assert model["name"] == "m" and "description" not in model  # None fields are not sent
         with pytest.raises(PydanticValidationError):
             client.create({"name": "m", "chunked_upload": upload["id"], "unknown": 1})
+
+
+def test_create_data_file_from_a_path_object_that_is_not_local(client, tmp_path: Path) -> None:
+    """synapse-sdk reads a non-local path object (here a file inside a zip) and posts it whole."""
+    import zipfile
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("inner/label.json", b'{"label": 1}')
+    record = client.create_data_file(zipfile.Path(archive, "inner/label.json"))
+    assert record["checksum"] == hashlib.md5(b'{"label": 1}').hexdigest() and record["size"] == 12
+    with pytest.raises(FileNotFoundError):
+        client.create_data_file(zipfile.Path(archive, "inner/absent.json"))
