@@ -24,6 +24,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
+from synapse_sdk.server.presigned import S3Config
 from synapse_sdk.server.store import Store, Upload
 from synapse_sdk.server.wire import Connection, with_readinto
 
@@ -39,7 +40,8 @@ class ReferenceServer:
     Limits, all off by default: ``max_upload_size`` (bytes of one file, 413),
     ``quota`` (bytes of all of a user's uploads, 507) and ``rate_limit``
     (``(per_second, burst)`` requests per token, 429), whose clock is
-    ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS.
+    ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS. With
+    ``s3`` (an ``S3Config``) it hands out presigned URLs of that storage.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class ReferenceServer:
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         discard: bool = False,
+        s3: S3Config | None = None,
     ) -> None:
         if (certfile is None) != (keyfile is None):
             raise ValueError("TLS needs both certfile and keyfile")
@@ -74,6 +77,7 @@ class ReferenceServer:
         self.certfile = certfile
         self.keyfile = keyfile
         self.discard = discard
+        self.s3 = s3
         self._store: Store | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
@@ -101,7 +105,7 @@ class ReferenceServer:
         store = store_class(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
-            app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter)
+            app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter, s3=self.s3)
             server = wsgi.Server((self.host, self.port), with_readinto(app), numthreads=self.threads)
             server.ConnectionClass = Connection
             # stop() waits for the serve loop's next wake-up (0.5 s by default):
