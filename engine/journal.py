@@ -158,7 +158,7 @@ class Journal:
             _warn_once("fcntl", "no fcntl (file locks) here, so no resume journal: uploads are not resumable")
             return None
         absolute = os.path.abspath(path)
-        key = hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
+        key = _key(server, absolute)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             lock = open(self.directory / f"{key}.lock", "a+b")  # noqa: SIM115 - held until release()
@@ -176,6 +176,14 @@ class Journal:
         for stale in self.directory.glob(f"{key}.tmp*"):
             stale.unlink(missing_ok=True)
         return JournalSlot(self.directory / f"{key}.json", lock, server, absolute)
+
+    def has_entry(self, server: str, path: str | os.PathLike[str]) -> bool:
+        """Whether an entry for ``path`` on ``server`` exists: a look, no lock, no file made."""
+        return fcntl is not None and (self.directory / f"{_key(server, os.path.abspath(path))}.json").exists()
+
+
+def _key(server: str, absolute: str) -> str:
+    return hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
 
 
 class JournalSlot:

@@ -361,7 +361,8 @@ class PresignedUploader:
 
     def resumable(self, path: str | os.PathLike[str]) -> PresignedEntry | None:
         """The journaled multipart upload of this very file (same identity), if its URLs are still good."""
-        if self.journal is None:
+        # A look first: most files (all those sent whole) never had an entry, and need no lock file.
+        if self.journal is None or not self.journal.has_entry(self.server, path):
             return None
         slot = self.journal.slot(self.server, path)
         if slot is None:
