@@ -280,3 +280,19 @@ def test_strategy_choice_and_bad_settings(client, reference_server, tmp_path):
         pytest.raises(ValueError, match="No default storage configured"),
     ):
         plain.upload_files_bulk([path])
+
+
+def test_the_client_imports_pydantic_only_for_a_bulk_upload():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from synapse_sdk.clients.backend import BackendClient\n"
+        "from synapse_sdk.clients.backend.bulk_upload import BulkUploadConfig\n"
+        "print('pydantic' in sys.modules)\n"
+        "from synapse_sdk.clients.backend.bulk_upload import ConfirmUploadResponse, get_strategy_registry\n"
+        "print('pydantic' in sys.modules, get_strategy_registry().list_strategies())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split("\n")[:2] == ["False", "True ['presigned']"]
