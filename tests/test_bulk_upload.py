@@ -212,6 +212,29 @@ def test_an_interrupted_multipart_upload_resumes_with_the_missing_parts(s3_serve
     assert list(journal.glob("*.json")) == []
 
 
+def test_a_journaled_upload_the_storage_no_longer_takes_starts_afresh(s3_server, s3, proxy, tmp_path):
+    path, data = make_file(tmp_path, "aborted.bin", 2 * PART + 10)
+    journal = tmp_path / "journal"
+    proxy.plan = lambda index, method, target, headers: status(503) if "partNumber=2&" in target + "&" else None
+    with BackendClient(s3_server.base_url, access_token=ALICE, journal=journal, retry=RetryPolicy(attempts=1)) as c:
+        assert c.upload_files_bulk([path]).failed_count == 1
+    # Its URLs stop working, as when the upload was aborted or the URLs expired early: the storage answers 404.
+    (entry,) = journal.glob("*.json")
+    entry.write_text(entry.read_text().replace(f"/{BUCKET}/", "/no-such-bucket/"))
+    proxy.plan = None
+    before = len(proxy.log)
+    with BackendClient(s3_server.base_url, access_token=ALICE, journal=journal) as c:
+        c.sleep = lambda seconds: None
+        result = c.upload_files_bulk([path])
+        assert result.created_count == 1, result.results
+        assert stored(c, s3, result.results[0]) == data
+    # The resumed part was refused (404); then the three parts of a new upload.
+    sent = [re.sub(r"\?.*partNumber=(\d+).*", r" part \1", target) for target in puts(proxy, before)]
+    assert [target.startswith("/no-such-bucket/") for target in sent] == [True, False, False, False]
+    assert sorted(target.rsplit(" ", 1)[1] for target in sent[1:]) == ["1", "2", "3"]
+    assert list(journal.glob("*.json")) == []
+
+
 def test_a_changed_file_is_not_resumed(s3_server, s3, proxy, tmp_path):
     path, _ = make_file(tmp_path, "changing.bin", 2 * PART + 10)
     journal = tmp_path / "journal"

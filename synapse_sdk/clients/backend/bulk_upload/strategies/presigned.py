@@ -12,6 +12,7 @@ work, is continued from its journal instead of asked for again.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 import threading
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ClientError, ProtocolError
+from engine.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    ClientError,
+    GoneError,
+    NotFoundError,
+    ProtocolError,
+)
 from engine.journal import PresignedEntry
 from engine.presigned import PresignedUploader
 from synapse_sdk.clients.backend.bulk_upload.base import BulkUploadStrategy
@@ -37,6 +45,11 @@ if TYPE_CHECKING:
     from synapse_sdk.clients.backend.bulk_upload.config import BulkUploadConfig
 
 __all__ = ["PresignedUploadResult", "PresignedUploadStrategy"]
+
+log = logging.getLogger("synapse_sdk.upload")
+
+#: What the storage answers a journaled multipart upload it no longer takes (aborted: NoSuchUpload; expired URLs).
+_STALE = (NotFoundError, AuthorizationError, AuthenticationError, GoneError)
 
 PRESIGN_PATH = "data_files/presigned_upload/upload/"
 CONFIRM_PATH = "data_files/presigned_upload/confirm_upload/"
@@ -124,36 +137,80 @@ class PresignedUploadStrategy(BulkUploadStrategy):
             if entry is not None:
                 resumed[index] = entry
             else:
-                content_type = mimetypes.guess_type(str(path))[0]
-                fresh.append((index, {"filename": path.name, "size": size, "content_type": content_type}))
+                fresh.append((index, _file_info(path, size)))
 
         futures: dict[Future[dict[str, Any]], int] = {}
-        if fresh:
-            presigned = self.request_presigned_upload(
-                [info for _, info in fresh], expiration=config.url_expiration, timeout=config.api_timeout
-            )
-            if len(presigned.files) != len(fresh):
-                raise ProtocolError(
-                    f"asked for presigned URLs for {len(fresh)} files, the server answered {len(presigned.files)}"
-                )
-            for (index, info), file_info in zip(fresh, presigned.files, strict=True):
-                send = self._sender(uploader, batch[index], file_info, presigned.expires_at, info["content_type"])
-                futures[pool.submit(send)] = index
+        self._submit_fresh(fresh, batch, config, uploader, pool, futures)
         for index, entry in resumed.items():
             futures[pool.submit(self._resume, uploader, batch[index], entry)] = index
-
         uploaded: dict[int, dict[str, Any]] = {}
-        for future in as_completed(futures):
-            index = futures[future]
-            try:
-                uploaded[index] = future.result()
-            except (ClientError, OSError, ValueError) as error:
-                outcome[index] = _failed(batch[index], _reason(error, batch[index]))
-            progress.step()
+        stale = self._collect(futures, batch, uploaded, outcome, progress, resumed=set(resumed))
+        if stale:
+            # Their journaled uploads are gone (aborted, expired): once more, afresh.
+            again = []
+            for index in stale:
+                try:
+                    again.append((index, _file_info(batch[index])))
+                except OSError as error:
+                    outcome[index] = _failed(batch[index], _reason(error, batch[index]))
+                    progress.step()
+            futures = {}
+            self._submit_fresh(again, batch, config, uploader, pool, futures)
+            self._collect(futures, batch, uploaded, outcome, progress)
 
         if uploaded:
             outcome.update(self._confirm(batch, uploaded, config, uploader))
         return [outcome[index] for index in range(len(batch))]
+
+    def _submit_fresh(
+        self,
+        fresh: list[tuple[int, dict[str, Any]]],
+        batch: list[Path],
+        config: BulkUploadConfig,
+        uploader: PresignedUploader,
+        pool: ThreadPoolExecutor,
+        futures: dict[Future[dict[str, Any]], int],
+    ) -> None:
+        """Ask for URLs for ``fresh`` (``(index in batch, file info)``) and start sending them."""
+        if not fresh:
+            return
+        presigned = self.request_presigned_upload(
+            [info for _, info in fresh], expiration=config.url_expiration, timeout=config.api_timeout
+        )
+        if len(presigned.files) != len(fresh):
+            raise ProtocolError(
+                f"asked for presigned URLs for {len(fresh)} files, the server answered {len(presigned.files)}"
+            )
+        for (index, info), file_info in zip(fresh, presigned.files, strict=True):
+            send = self._sender(uploader, batch[index], file_info, presigned.expires_at, info["content_type"])
+            futures[pool.submit(send)] = index
+
+    @staticmethod
+    def _collect(
+        futures: dict[Future[dict[str, Any]], int],
+        batch: list[Path],
+        uploaded: dict[int, dict[str, Any]],
+        outcome: dict[int, ConfirmFileResult],
+        progress: _Progress,
+        resumed: set[int] = frozenset(),  # type: ignore[assignment]
+    ) -> list[int]:
+        """Wait for ``futures``; returns the resumed files whose journaled upload the storage no longer has."""
+        stale = []
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                uploaded[index] = future.result()
+            except _STALE as error:
+                if index not in resumed:
+                    outcome[index] = _failed(batch[index], _reason(error, batch[index]))
+                else:
+                    log.warning("the unfinished upload of %s cannot go on (%s): starting afresh", batch[index], error)
+                    stale.append(index)
+                    continue
+            except (ClientError, OSError, ValueError) as error:
+                outcome[index] = _failed(batch[index], _reason(error, batch[index]))
+            progress.step()
+        return stale
 
     def _sender(
         self,
@@ -310,6 +367,12 @@ class _Progress:
             done = self.done
         if self.callback is not None:
             self.callback(done, self.total)
+
+
+def _file_info(path: Path, size: int | None = None) -> dict[str, Any]:
+    """What a presign request says of a file: its name, size and (guessed) content type."""
+    size = _regular_size(path) if size is None else size
+    return {"filename": path.name, "size": size, "content_type": mimetypes.guess_type(str(path))[0]}
 
 
 def _regular_size(path: Path) -> int:
