@@ -36,19 +36,23 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def start_moto() -> Iterator[MotoServer]:
+def start_moto(tls: tuple[str, str, str] | None = None) -> Iterator[MotoServer]:
+    """moto's S3 server on loopback; with ``tls`` = (certificate, key, CA bundle) paths, over HTTPS."""
     pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (the dev extra)")
     environment = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     for _attempt in range(3):
         port = _free_port()
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        if tls is not None:
+            command += ["-c", tls[0], "-k", tls[1]]
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            command,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=environment,
         )
-        url = f"http://127.0.0.1:{port}"
-        http = urllib3.PoolManager(retries=False)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        http = urllib3.PoolManager(retries=False, **({"ca_certs": tls[2]} if tls else {}))
         deadline = time.monotonic() + 30
         while process.poll() is None and time.monotonic() < deadline:
             try:

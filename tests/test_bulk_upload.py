@@ -319,3 +319,49 @@ def test_the_client_imports_pydantic_only_for_a_bulk_upload():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.split("\n")[:2] == ["False", "True ['presigned']"]
+
+
+@pytest.fixture(scope="module")
+def tls_storage(tmp_path_factory):
+    """moto over HTTPS with a certificate of a test CA, and a reference server handing out its URLs."""
+    import trustme
+
+    from synapse_sdk.server import ReferenceServer
+    from synapse_sdk.server.presigned import S3Config
+
+    folder = tmp_path_factory.mktemp("tls")
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    paths = [str(folder / name) for name in ("cert.pem", "key.pem", "ca.pem")]
+    issued.cert_chain_pems[0].write_to_path(paths[0])
+    issued.private_key_pem.write_to_path(paths[1])
+    authority.cert_pem.write_to_path(paths[2])
+    with start_moto(tls=tuple(paths)) as moto_tls:
+        config = S3Config(
+            moto_tls.url,
+            BUCKET,
+            access_key_id="testing",
+            secret_access_key="testing",
+            multipart_threshold=THRESHOLD,
+            part_size=PART,
+            create_bucket=True,
+            verify=paths[2],
+        )
+        with ReferenceServer(folder / "srv", tokens={ALICE: "alice"}, s3=config) as server:
+            yield server, paths[2]
+
+
+def test_over_tls_the_client_verifies_the_storage_with_its_ca_settings(tls_storage, tmp_path):
+    server, ca = tls_storage
+    small, small_data = make_file(tmp_path, "small.bin", 100_000)
+    big, big_data = make_file(tmp_path, "big.bin", PART + 4321)
+    with BackendClient(server.base_url, access_token=ALICE, verify=ca, journal=False) as client:
+        result = client.upload_files_bulk([small, big])
+        assert (result.created_count, result.failed_count) == (2, 0), result.results
+        for entry, data in zip(result.results, (small_data, big_data), strict=True):
+            record = client._get(f"data_files/{entry.data_file_id}/")
+            assert (record["checksum"], record["size"]) == (hashlib.md5(data).hexdigest(), len(data))
+    # Without the CA the storage's certificate is refused, at once, file by file.
+    with BackendClient(server.base_url, access_token=ALICE, journal=False) as client:
+        result = client.upload_files_bulk([small])
+        assert result.failed_count == 1 and "CertificateError" in result.results[0].error

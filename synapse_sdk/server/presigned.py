@@ -91,6 +91,8 @@ class S3Config:
     multipart_threshold: int = 100 * 1024**2
     part_size: int = 100 * 1024**2
     create_bucket: bool = False
+    #: TLS verification of the server's own requests to the storage: True, False or a CA bundle path.
+    verify: bool | str = True
 
     def __post_init__(self) -> None:
         for name in ("endpoint_url", "public_endpoint_url"):
@@ -386,6 +388,7 @@ def _s3_client(config: S3Config, endpoint: str) -> Any:
     return session.client(
         "s3",
         endpoint_url=endpoint,
+        verify=config.verify,
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"mode": "standard"}),
     )
 
