@@ -85,6 +85,8 @@ MAX_PARTS = 10_000
 RESUME_MARGIN = timedelta(minutes=5)
 #: Parts of one file hashed ahead of the ones on the wire.
 PARTS_AHEAD = 4
+#: Seconds between two saves of a multipart upload's journal entry.
+SAVE_EVERY = 1.0
 
 _ERROR_BYTES = 8192
 _MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}")
@@ -437,14 +439,24 @@ class PresignedUploader:
                 if slot is not None:
                     slot.save(entry)
 
+                saved = [time.monotonic(), len(landed)]  # when, and with how many parts
+
                 def stored(part: Part, etag: str) -> None:
                     with save_lock:
                         landed[str(part.number)] = etag
-                        if slot is not None:
+                        # At most one save a second: an entry lists every part's URL (up to
+                        # 10,000), and a crash costs only the parts since, sent again.
+                        if slot is not None and time.monotonic() - saved[0] >= SAVE_EVERY:
                             slot.save(entry)
+                            saved[:] = [time.monotonic(), len(landed)]
 
                 sha1 = hashlib.sha1()
-                self._send_parts(source, plan, sha1, landed, stored)
+                try:
+                    self._send_parts(source, plan, sha1, landed, stored)
+                finally:
+                    with save_lock:
+                        if slot is not None and saved[1] != len(landed):
+                            slot.save(entry)  # what landed before a failure is what the next run skips
                 source.check_unchanged()
                 digest = FileDigest(source.size, sha1.hexdigest(), "")
         finally:
