@@ -419,7 +419,7 @@ class UploadApp:
 
     def _create_data_units(self, request: _Request) -> tuple[int, Payload]:
         units = self._catalog.add_data_units(request.owner, parse_units(self._read_json(request)))
-        return 201, [_unit_record(unit) for unit in units]
+        return 201, self._with_urls(request, units)
 
     def _get_data_unit(self, request: _Request) -> tuple[int, Payload]:
         unit = _found(self._catalog.data_unit(request.owner, _item(request)))
