@@ -161,6 +161,8 @@ class _Download:
                 total = _parse_content_range(answer.headers.get("Content-Range"))[2]
                 if total is not None and total == offset:
                     return True  # everything was already here
+                if not offset:  # refused without a Range asked: starting over would loop
+                    raise ProtocolError(f"GET {self.shown}: the server answered 416 to a request for the whole file")
                 self._discard()
                 return False
             if answer.status >= 300:

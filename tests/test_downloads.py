@@ -8,6 +8,7 @@ the way the published SDK's docstrings show. The cache folder
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import sys
@@ -27,7 +28,14 @@ from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.store import Store
-from synapse_sdk.utils.file import download_file, files_url_to_path, files_url_to_path_from_objs, get_temp_path
+from synapse_sdk.utils.file import (
+    adownload_file,
+    afiles_url_to_path_from_objs,
+    download_file,
+    files_url_to_path,
+    files_url_to_path_from_objs,
+    get_temp_path,
+)
 from tests.conftest import ALICE, make_file
 
 MIB = 1024 * 1024
@@ -365,3 +373,50 @@ def test_peak_rss_of_get_model_is_flat_in_file_size(alice: BackendClient, tmp_pa
                 cached.unlink()
     # Pieces of 1 MiB go from the socket to the file: the peak does not follow the size.
     assert peaks[300 * MIB] - peaks[8 * MIB] < 16 * MIB, peaks
+
+
+# -- the media route itself ----------------------------------------------------------------
+
+
+def test_media_answers_ranges_as_rfc_9110_says(alice: BackendClient, tmp_path: Path) -> None:
+    created, data = new_model(alice, tmp_path, 10_000)
+    url = created["file"]
+    get = alice.transport.request
+
+    whole = get("GET", url)
+    assert (whole.status, whole.data, whole.headers["Accept-Ranges"]) == (200, data, "bytes")
+    etag = whole.headers["ETag"]
+    for asked, first, last in [("bytes=0-99", 0, 99), ("bytes=9990-", 9990, 9999), ("bytes=-10", 9990, 9999)]:
+        part = get("GET", url, headers={"Range": asked})
+        assert (part.status, part.data) == (206, data[first : last + 1]), asked
+        assert part.headers["Content-Range"] == f"bytes {first}-{last}/10000"
+    past = get("GET", url, headers={"Range": "bytes=10000-"})
+    assert (past.status, past.headers["Content-Range"]) == (416, "bytes */10000")
+    assert get("GET", url, headers={"Range": "bytes=0-1,5-6"}).data == data  # several ranges: the whole file
+    assert get("GET", url, headers={"Range": "bytes=5-", "If-Range": '"other"'}).status == 200
+    assert get("GET", url, headers={"Range": "bytes=5-", "If-Range": etag}).data == data[5:]
+    head = get("HEAD", url)
+    assert (head.status, head.data, head.headers["Content-Length"]) == (200, b"", "10000")
+    refused = get("PUT", url, body=b"x")
+    assert refused.status == 405 and refused.headers["Allow"] == "GET, HEAD"
+
+
+def test_the_cache_keeps_what_a_batch_returns_and_evicts_the_oldest(
+    alice: BackendClient, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNAPSE_MAX_TEMP_FILES", "2")
+    urls = [new_model(alice, tmp_path, 100 + i, f"m{i}.bin")[0]["file"] for i in range(4)]
+    first = download_file(urls[0], cache)
+    files = {"a": urls[1], "b": urls[2], "c": urls[3]}
+    files_url_to_path(files, coerce=str)  # three files in a folder that keeps two: the batch's stay
+    assert all(Path(value).is_file() for value in files.values())
+    assert not first.exists()
+
+
+def test_async_variants_give_the_same_files(alice: BackendClient, tmp_path: Path, cache: Path) -> None:
+    created, data = new_model(alice, tmp_path, 4000, "a.bin")
+    path = asyncio.run(adownload_file(created["file"], cache))
+    assert path.read_bytes() == data
+    objs = [{"files": {"x": created["file"]}}]
+    asyncio.run(afiles_url_to_path_from_objs(objs, ["files"], is_list=True))
+    assert objs[0]["files"]["x"] == path

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from engine import retry as retrying
 from engine.download import download, public_url
 from engine.retry import RetryPolicy
 from engine.transport import Transport
@@ -133,7 +134,11 @@ async def adownload_file(
 
 def download_json(url: str, *, timeout: int = 30) -> Any:
     """GET ``url`` (e.g. a presigned link to a JSON payload) and return it parsed."""
-    answer = _default_transport().request("GET", url, timeout=(5.0, float(timeout))).raise_for_status()
+    answer = retrying.call(
+        lambda: _default_transport().request("GET", url, timeout=(5.0, float(timeout))).raise_for_status(),
+        RetryPolicy(),
+        what=f"GET {public_url(url)}",
+    )
     return answer.json()
 
 
@@ -155,9 +160,9 @@ def files_url_to_path(
     folder = get_temp_path("media")
     folder.mkdir(parents=True, exist_ok=True)
     slots = [(files, file_field)] if file_field else [(files, key) for key in list(files)]
-    _resolve(_sources(slots), folder, coerce, transport, retry, concurrent=False)
+    made = _resolve(_sources(slots), folder, coerce, transport, retry, concurrent=False)
     if evict:
-        evict_temp_files(folder, exclude=_paths_in([files]))
+        evict_temp_files(folder, exclude=made)
 
 
 async def afiles_url_to_path(
@@ -167,9 +172,9 @@ async def afiles_url_to_path(
     folder = get_temp_path("media")
     folder.mkdir(parents=True, exist_ok=True)
     sources = _sources([(files, key) for key in list(files)])
-    await asyncio.to_thread(_resolve, sources, folder, coerce, None, None, concurrent=True)
+    made = await asyncio.to_thread(_resolve, sources, folder, coerce, None, None, concurrent=True)
     if evict:
-        evict_temp_files(folder, exclude=_paths_in([files]))
+        evict_temp_files(folder, exclude=made)
 
 
 def files_url_to_path_from_objs(
@@ -203,8 +208,8 @@ def files_url_to_path_from_objs(
                 continue
             if isinstance(files, (str, dict)) and isinstance(holder, dict):
                 slots.extend([(holder, last)] if isinstance(files, str) else [(files, key) for key in list(files)])
-    _resolve(_sources(slots), folder, coerce, transport, retry, concurrent=is_async)
-    evict_temp_files(folder, exclude=_paths_in(items))
+    made = _resolve(_sources(slots), folder, coerce, transport, retry, concurrent=is_async)
+    evict_temp_files(folder, exclude=made)
 
 
 async def afiles_url_to_path_from_objs(
@@ -244,12 +249,17 @@ def _resolve(
     retry: RetryPolicy | None,
     *,
     concurrent: bool,
-) -> None:
+) -> set[Path]:
+    """Download (or decode) every slot's source once, put the results in place; returns the files made."""
+    made: set[Path] = set()
+
     def fetch(source: str) -> Any:
         if is_base64_data(source):
             path = decode_base64_data(source, folder)
-            return coerce(path) if coerce else path
-        return download_file(source, folder, coerce=coerce, evict=False, transport=transport, retry=retry)
+        else:
+            path = download_file(source, folder, evict=False, transport=transport, retry=retry)
+        made.add(path)  # the files this batch returns are kept from eviction, coerced or not
+        return coerce(path) if coerce else path
 
     unique = list(dict.fromkeys(source for _, _, source, _ in slots))
     if concurrent and len(unique) > 1:
@@ -264,18 +274,4 @@ def _resolve(
             entry["path"] = fetched[source]
         else:
             holder[key] = fetched[source]
-
-
-def _paths_in(objs: Iterable[Any]) -> set[Path]:
-    """Every ``Path`` inside ``objs`` (nested dicts and lists): the files a batch just returned, kept from eviction."""
-    found: set[Path] = set()
-    stack = list(objs)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, Path):
-            found.add(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return found
+    return made

@@ -108,7 +108,8 @@ def evict_temp_files(
         candidates.append((stat.st_atime, entry))
     candidates.sort(key=lambda item: item[0])
     evicted = 0
-    for _, entry in candidates[: max(0, len(candidates) - limit)]:
+    # The folder goes down to the limit where it can: files in use count, but stay.
+    for _, entry in candidates[: len(entries) - limit]:
         try:
             entry.unlink()
             evicted += 1
