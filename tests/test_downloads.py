@@ -22,7 +22,7 @@ import pytest
 from cheroot import wsgi
 
 import synapse_sdk.utils.file.io as cache_io
-from engine.errors import AuthorizationError, NotFoundError
+from engine.errors import AuthorizationError, NotFoundError, ServerError
 from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
@@ -420,3 +420,27 @@ def test_async_variants_give_the_same_files(alice: BackendClient, tmp_path: Path
     objs = [{"files": {"x": created["file"]}}]
     asyncio.run(afiles_url_to_path_from_objs(objs, ["files"], is_list=True))
     assert objs[0]["files"]["x"] == path
+
+
+def test_list_all_with_page_failures_goes_on_past_a_lost_page(reference_server, tmp_path: Path) -> None:
+    from tests.faults.proxy import Proxy, status
+
+    def plan(index: int, method: str, path: str, headers: Any) -> Any:
+        return status(500) if path.startswith("/data_units/") and "page=2" in path else None
+
+    with Proxy(reference_server.base_url, plan) as proxy:
+        once = RetryPolicy(attempts=1)
+        with BackendClient(proxy.url, access_token=ALICE, journal=False, retry=once) as client:
+            collection = new_collection(client)
+            contents = new_units(client, tmp_path, 5, collection)
+            lost: list[dict] = []
+            params = {"data_collection": collection, "page_size": 2}
+            conversion = {"files_fields": ["files"], "is_list": True}
+            units, count = client._list("data_units/", conversion, list_all=True, params=params, page_failures=lost)
+            kept = [unit["files"]["image"]["path"].read_bytes() for unit in units]
+            # Without page_failures the lost page is an error, as in synapse-sdk.
+            strict, _ = client._list("data_units/", list_all=True, params=params)
+            with pytest.raises(ServerError):
+                list(strict)
+    assert count == 5 and kept == contents[:2] + contents[4:]
+    assert [(entry["page"], entry["error"].split(":")[0]) for entry in lost] == [(2, "ServerError")]
