@@ -444,3 +444,25 @@ def test_list_all_with_page_failures_goes_on_past_a_lost_page(reference_server, 
                 list(strict)
     assert count == 5 and kept == contents[:2] + contents[4:]
     assert [(entry["page"], entry["error"].split(":")[0]) for entry in lost] == [(2, "ServerError")]
+
+
+class ModelRecord:
+    """A validator in pydantic's shape (``model_validate``), as ``response_model`` takes."""
+
+    @classmethod
+    def model_validate(cls, value: Any) -> ModelRecord:
+        if not isinstance(value, dict) or not isinstance(value.get("id"), int):
+            raise ValueError(f"not a model record: {value!r}")
+        return cls()
+
+
+def test_get_validates_with_a_response_model_and_returns_the_answer(alice: BackendClient, tmp_path: Path) -> None:
+    created, _ = new_model(alice, tmp_path, 100)
+    record = alice._get(f"models/{created['id']}/", response_model=ModelRecord)
+    assert record["id"] == created["id"] and isinstance(record, dict)
+    with pytest.raises(ValueError, match="not a model record"):
+        alice._get("models/", response_model=ModelRecord)  # a page, not a record
+    with pytest.raises(TypeError, match="not a pydantic model"):
+        alice._get("models/", response_model=dict)
+    alice.reset_connection()
+    assert alice.list_models()["count"] >= 1  # a new connection after the reset

@@ -286,6 +286,10 @@ class BaseClient:
         """Close the pooled connections."""
         self.transport.close()
 
+    def reset_connection(self) -> None:
+        """Drop the pooled connections, as synapse-sdk's: the next request opens a new one."""
+        self.transport.close()
+
     def __enter__(self) -> BaseClient:
         return self
 
