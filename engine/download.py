@@ -64,7 +64,8 @@ def download(
 ) -> Path:
     """Fetch ``url`` into ``dest`` and return ``dest`` as a ``Path``.
 
-    ``resume=False`` discards a ``.part`` file an earlier attempt left. HTTP
+    ``resume=False`` never continues a ``.part`` file (an earlier call's or
+    attempt's): every attempt starts from the first byte. HTTP
     errors raise the ``ClientError`` subclass of their status (403 of an
     expired presigned URL: ``AuthorizationError``) with the server's detail
     and the URL without its query; 429 and 5xx, dropped connections and
@@ -104,8 +105,7 @@ class _Download:
         self.headers = {"Accept-Encoding": "identity", **headers}
         self.timeout = timeout
         self.shown = public_url(url)
-        if not resume:
-            self._discard()
+        self.resume = resume
 
     def run(self, fresh: RetryPolicy, sleep: Callable[[float], None]) -> Path:
         policy = fresh
@@ -148,11 +148,11 @@ class _Download:
         offset = self._held()
         tag = self._tag()
         headers = dict(self.headers)
-        if offset and tag is not None:
+        if offset and tag is not None and self.resume:
             headers["Range"] = f"bytes={offset}-"
             headers["If-Range"] = tag
         elif offset:
-            # No validator to prove the bytes held are of this file: start over.
+            # Resume off, or no validator to prove the bytes held are of this file: start over.
             self._discard()
             offset = 0
         answer = self.transport.stream(self.url, headers=headers, timeout=self.timeout)

@@ -22,7 +22,7 @@ import pytest
 from cheroot import wsgi
 
 import synapse_sdk.utils.file.io as cache_io
-from engine.errors import AuthorizationError, NotFoundError, ServerError
+from engine.errors import AuthorizationError, ClientConnectionError, NotFoundError, ServerError
 from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
@@ -466,3 +466,21 @@ def test_get_validates_with_a_response_model_and_returns_the_answer(alice: Backe
         alice._get("models/", response_model=dict)
     alice.reset_connection()
     assert alice.list_models()["count"] >= 1  # a new connection after the reset
+
+
+def test_synapse_sdk_download_variables_are_honoured(
+    cutting_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base_url, middleware = cutting_server
+    with BackendClient(base_url, access_token=ALICE, journal=False) as client:
+        created, data = new_model(client, tmp_path, 4 * MIB)
+    monkeypatch.setenv("SYNAPSE_DOWNLOAD_MAX_RETRIES", "1")
+    with pytest.raises(ClientConnectionError, match=r"connection (broke|closed)"):
+        download_file(created["file"], tmp_path / "one-try")
+    middleware.cut, middleware.sent = False, 0
+    monkeypatch.setenv("SYNAPSE_DOWNLOAD_MAX_RETRIES", "3")
+    monkeypatch.setenv("SYNAPSE_DOWNLOAD_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("SYNAPSE_DOWNLOAD_RANGE_RESUME", "false")
+    assert download_file(created["file"], tmp_path / "no-resume").read_bytes() == data
+    assert [request["range"] for request in middleware.requests[-2:]] == [None, None]
+    assert middleware.sent == 3 * MIB + 5 + len(data)  # started over

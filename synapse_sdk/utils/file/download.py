@@ -11,7 +11,8 @@ worker thread; ``is_async=True`` downloads a batch's files concurrently.
 
 Additions: ``transport=`` and ``retry=`` (keyword-only) choose the pool and
 the policy; by default a module-wide pool that honours the environment's
-proxies and CA bundles, and ``RetryPolicy()``.
+proxies and CA bundles, and ``RetryPolicy()`` shaped by synapse-sdk's
+``SYNAPSE_DOWNLOAD_*`` variables where they are set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +69,32 @@ def _default_transport() -> Transport:
         return _shared
 
 
+def _env_policy() -> tuple[RetryPolicy, bool]:
+    """The retry policy and resume switch synapse-sdk's download environment variables ask for, where set.
+
+    ``SYNAPSE_DOWNLOAD_MAX_RETRIES`` caps the attempts of a stall,
+    ``SYNAPSE_DOWNLOAD_RECOVERY_CAP_SECONDS`` is the deadline without progress,
+    ``SYNAPSE_DOWNLOAD_BACKOFF_BASE``/``_CAP`` the backoff, and
+    ``SYNAPSE_DOWNLOAD_RANGE_RESUME=false`` turns resume off. Malformed values
+    are ignored, as synapse-sdk ignores them.
+    """
+    options: dict[str, Any] = {}
+    for variable, option, kind in (
+        ("SYNAPSE_DOWNLOAD_MAX_RETRIES", "attempts", int),
+        ("SYNAPSE_DOWNLOAD_RECOVERY_CAP_SECONDS", "deadline", float),
+        ("SYNAPSE_DOWNLOAD_BACKOFF_BASE", "backoff", float),
+        ("SYNAPSE_DOWNLOAD_BACKOFF_CAP", "cap", float),
+    ):
+        try:
+            value = kind(os.environ[variable])
+        except (KeyError, ValueError):
+            continue
+        if value > 0:
+            options[option] = value
+    resume = os.environ.get("SYNAPSE_DOWNLOAD_RANGE_RESUME", "").strip().lower() not in {"0", "false", "no", "off"}
+    return RetryPolicy(**options), resume
+
+
 def _cache_name(url: str) -> str:
     """The published cache key: MD5 of the URL without query and fragment, plus the path's suffix."""
     clean = public_url(url)
@@ -110,7 +138,8 @@ def download_file(
         if use_cached and path.is_file():
             touch(path)
         else:
-            download(transport or _default_transport(), url, path, retry=retry)
+            policy, resume = _env_policy()
+            download(transport or _default_transport(), url, path, retry=retry or policy, resume=resume)
             touch(path)
         if evict:
             evict_temp_files(folder, exclude={path})
