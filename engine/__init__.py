@@ -12,12 +12,15 @@ silent fallback. Both twins give identical results.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 _wanted = os.environ.get("SYNAPSE_ENGINE", "").strip().lower()
 if _wanted not in ("", "native", "python"):
     raise ImportError(f"SYNAPSE_ENGINE must be 'native' or 'python', not {_wanted!r}")
 
-if _wanted == "python":
+if TYPE_CHECKING:  # both twins have the API of _native.pyi
+    from engine import _native as _impl
+elif _wanted == "python":
     from engine import _pure as _impl
 else:
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import xxhash
 
@@ -59,7 +60,7 @@ class Md5:
     def from_state(state: bytes) -> Md5:
         raise ValueError("the pure-Python engine cannot restore a saved MD5 state")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("the pure-Python MD5 state cannot be saved (hashlib hides it)")
 
 
