@@ -52,6 +52,13 @@ class Md5:
         other.length = self.length
         return other
 
+    def restore(self, saved: Md5) -> None:
+        """Go back to the state of ``saved`` (a ``copy()`` taken earlier), in place."""
+        if not isinstance(saved, Md5):
+            raise TypeError(f"restore takes an engine._pure.Md5, not {type(saved).__name__}")
+        self._hash = saved._hash.copy()
+        self.length = saved.length
+
     def state(self) -> None:
         """hashlib hides its state: nothing to save (a resume re-hashes the prefix)."""
         return None

@@ -246,7 +246,9 @@ class Transport:
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
-            lost: type[ClientConnectionError | ClientTimeoutError] = ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            lost: type[ClientConnectionError | ClientTimeoutError] = (
+                ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            )
             raise lost(f"{method} {url}: no answer within {read}s") from error
         except SSLError as error:
             failed = CertificateError if "CERTIFICATE_VERIFY_FAILED" in str(error) else ClientConnectionError
