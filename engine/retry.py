@@ -124,10 +124,11 @@ class RetryPolicy:
         return max(0.0, since + self.deadline - self.clock())
 
     def _backoff(self, error: ClientError, failures: int) -> float:
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap)
-        return min(self.cap, self.backoff * 2 ** (failures - 1)) * self.jitter()
+        # The exponent is clamped: 2.0 ** 1024 overflows, and an outage can outlast a thousand tries.
+        return min(self.cap, self.backoff * 2.0 ** min(failures - 1, 64)) * self.jitter()
 
 
 def call(

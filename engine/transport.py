@@ -111,7 +111,7 @@ class _SendfileConnection(HTTPConnection):
             return
         if self.sock is None:
             self.connect()
-        sent = self.sock.sendfile(data, data.offset, data.count)
+        sent = self.sock.sendfile(data, data.offset, data.count)  # type: ignore[arg-type]  # FileRange has fileno()
         if sent != data.count:
             # The file ended early: it shrank while it was being sent.
             raise FileChangedError(f"{data.source.path} changed while it was being uploaded")
@@ -273,7 +273,7 @@ class Transport:
             answer = self._manager(url).request(
                 method,
                 url,
-                body=body,
+                body=body,  # type: ignore[arg-type]  # urllib3 sends memoryviews too; its hint says bytes/str
                 headers=headers,
                 timeout=urllib3.Timeout(connect=connect, read=read),
                 retries=False,
@@ -288,7 +288,9 @@ class Transport:
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
-            lost = ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            lost: type[ClientConnectionError | ClientTimeoutError] = (
+                ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            )
             raise lost(f"{method} {url}: no answer within {read}s") from error
         except SSLError as error:
             failed = CertificateError if "CERTIFICATE_VERIFY_FAILED" in str(error) else ClientConnectionError

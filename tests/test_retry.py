@@ -83,6 +83,14 @@ def test_backoff_is_exponential_full_jitter_and_capped() -> None:
     assert RetryPolicy().delay == 0.0
 
 
+def test_an_outage_of_thousands_of_tries_keeps_the_capped_wait() -> None:
+    """No deadline, no attempt cap: the exponent must not overflow however long the outage lasts."""
+    policy = RetryPolicy(deadline=None, backoff=0.5, cap=10.0, jitter=lambda: 1.0)
+    for _ in range(1100):
+        policy = policy.increment(ClientConnectionError("refused"))
+    assert policy.delay == 10.0
+
+
 def test_retry_after_is_honoured_and_capped() -> None:
     policy = RetryPolicy(attempts=3, retry_after_cap=10.0)
     assert policy.increment(RateLimitError("x", retry_after=3.0)).delay == 3.0

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import requests
+from requests.adapters import HTTPAdapter
 from urllib3 import encode_multipart_formdata
+from urllib3.util.retry import Retry
 
 from engine import retry as retrying
 from engine.errors import ClientError
@@ -83,6 +86,7 @@ class BaseClient:
         #: How retries wait (tests replace it).
         self.sleep: Callable[[float], None] = time.sleep
         self.verify = verify
+        self._session: requests.Session | None = None
         self.transport = Transport(
             timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
         )
@@ -270,21 +274,74 @@ class BaseClient:
             raise AttributeError(f"{type(self).__name__} has no method {api!r} to ask")
         return method(*args, **kwargs)["count"] > 0
 
-    def _post(self, path: str, **kwargs: Any) -> Any:
-        return self._request("POST", path, **kwargs)
+    def _post(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("POST", path, request_model, response_model, **kwargs)
 
-    def _put(self, path: str, **kwargs: Any) -> Any:
-        return self._request("PUT", path, **kwargs)
+    def _put(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("PUT", path, request_model, response_model, **kwargs)
 
-    def _patch(self, path: str, **kwargs: Any) -> Any:
-        return self._request("PATCH", path, **kwargs)
+    def _patch(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("PATCH", path, request_model, response_model, **kwargs)
 
-    def _delete(self, path: str, **kwargs: Any) -> Any:
-        return self._request("DELETE", path, **kwargs)
+    def _delete(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
+        return self._mutate("DELETE", path, request_model, response_model, **kwargs)
+
+    def _mutate(self, method: str, path: str, request_model: Any, response_model: Any, **kwargs: Any) -> Any:
+        """A request with a body, checked against pydantic models before it goes and after it comes, as published."""
+        if kwargs.get("data") and request_model is not None:
+            kwargs["data"] = self._validate_request(kwargs["data"], request_model)
+        answer = self._request(method, path, **kwargs)
+        return answer if response_model is None else self._validate_response(answer, response_model)
+
+    @staticmethod
+    def _validate_request(data: Any, model: Any) -> dict[str, Any]:
+        """``data`` as the model validates it, without its ``None`` fields (pydantic's ``ValidationError`` if bad)."""
+        if not hasattr(model, "model_validate"):
+            raise TypeError(f"{getattr(model, '__name__', model)!r} is not a pydantic model")
+        return {k: v for k, v in model.model_validate(data).model_dump().items() if v is not None}
+
+    @staticmethod
+    def _validate_response(answer: Any, model: Any) -> Any:
+        """The answer unchanged, once the model accepts it."""
+        if not hasattr(model, "model_validate"):
+            raise TypeError(f"{getattr(model, '__name__', model)!r} is not a pydantic model")
+        model.model_validate(answer)
+        return answer
+
+    @property
+    def requests_session(self) -> requests.Session:
+        """A requests session for calls this client does not wrap, as synapse-sdk offers one.
+
+        Like the published one it carries no authentication (pass
+        ``headers=client._get_headers()``) and retries 502/503/504 three
+        times; it verifies TLS as this client does. The client's own
+        requests do not use it.
+        """
+        if self._session is None:
+            session = requests.Session()
+            session.verify = self.verify
+            retries = Retry(
+                total=3,
+                backoff_factor=2,
+                status_forcelist=[502, 503, 504],
+                allowed_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+                respect_retry_after_header=True,
+            )
+            for scheme in ("http://", "https://"):
+                session.mount(scheme, HTTPAdapter(max_retries=retries))
+            self._session = session
+        return self._session
+
+    def reset_connection(self) -> None:
+        """Drop every open connection; the next request opens a new one (a retry that reuses a bad one fails alike)."""
+        self.transport.close()
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self.transport.close()
+        self.reset_connection()
 
     def reset_connection(self) -> None:
         """Drop the pooled connections, as synapse-sdk's: the next request opens a new one."""

@@ -7,6 +7,7 @@ bytes streamed from mmap windows rather than read into memory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -44,14 +45,24 @@ class DataCollectionClientMixin:
         """Upload a file and register it as a data file: ``{"id", "file", "checksum", "size"}``.
 
         ``use_chunked_upload``: True or False to force the method; None picks
-        chunked upload above ``CHUNKED_UPLOAD_THRESHOLD`` bytes.
+        chunked upload above ``CHUNKED_UPLOAD_THRESHOLD`` bytes. A path-like
+        object that is not a local path (``zipfile.Path``, a remote path with
+        ``exists()``, ``read_bytes()`` and ``name``) is read into memory and
+        posted whole, as synapse-sdk does.
         """
+        timeout = None if read_timeout is None else (self.timeout["connect"], read_timeout)
+        if not isinstance(file_path, (str, os.PathLike)):
+            if not file_path.exists():
+                raise FileNotFoundError(f"File not found: {file_path}")
+            content = file_path.read_bytes()
+            record = self._post("data_files/", files={"file": (file_path.name, content)}, timeout=timeout)
+            _check_checksum(record, hashlib.md5(content).hexdigest(), file_path)
+            return record
         path = Path(file_path)
         if not path.exists():
             raise FileNotFoundError(f"File not found: {path}")
         if use_chunked_upload is None:
             use_chunked_upload = path.stat().st_size > CHUNKED_UPLOAD_THRESHOLD
-        timeout = None if read_timeout is None else (self.timeout["connect"], read_timeout)
         if use_chunked_upload:
             upload = self.create_chunked_upload(path, read_timeout=read_timeout)
             return self._post("data_files/", data={"chunked_upload": upload["id"]}, timeout=timeout)
@@ -84,9 +95,8 @@ class DataCollectionClientMixin:
             headers = {"Content-Type": body.content_type, "Content-Length": str(len(body))}
             record = self._request("POST", url, body=body, headers=headers, timeout=timeout)
             source.check_unchanged()
-        checksum = record.get("checksum") if isinstance(record, dict) else None
-        if isinstance(checksum, str) and sent and checksum.lower() != sent[-1].hexdigest():
-            raise UploadIntegrityError(f"server stored {path} with MD5 {checksum}, the bytes sent hash to another")
+        if sent:
+            _check_checksum(record, sent[-1].hexdigest(), path)
         return record
 
     def get_data_unit(self, unit_id: int, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -185,3 +195,10 @@ class DataCollectionClientMixin:
             if project_id is not None and units:
                 self._post("tasks/", data={"project": project_id, "data": [{"data_unit": u["id"]} for u in units]})
         return created
+
+
+def _check_checksum(record: Any, md5: str, path: object) -> None:
+    """The server's ``checksum`` (when it answers one) must be the MD5 of the bytes sent."""
+    checksum = record.get("checksum") if isinstance(record, dict) else None
+    if isinstance(checksum, str) and checksum.lower() != md5:
+        raise UploadIntegrityError(f"server stored {path} with MD5 {checksum}, the bytes sent hash to another")
