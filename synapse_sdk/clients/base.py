@@ -190,13 +190,6 @@ class BaseClient:
             return self._validate_response(response, response_model)
         return response
 
-    def _validate_response(self, response: Any, model: Any) -> Any:
-        """``response``, once the pydantic ``model`` accepts it (its ``ValidationError`` otherwise)."""
-        if not hasattr(model, "model_validate"):
-            raise TypeError(f"{getattr(model, '__name__', model)!r} is not a pydantic model (no model_validate)")
-        model.model_validate(response)
-        return response
-
     def _list(
         self,
         path: str,
@@ -342,10 +335,6 @@ class BaseClient:
     def close(self) -> None:
         """Close the pooled connections."""
         self.reset_connection()
-
-    def reset_connection(self) -> None:
-        """Drop the pooled connections, as synapse-sdk's: the next request opens a new one."""
-        self.transport.close()
 
     def __enter__(self) -> BaseClient:
         return self
