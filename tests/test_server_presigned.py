@@ -116,6 +116,11 @@ def test_a_presigned_url_works_and_confirm_records_a_data_file(server):
     assert status == 200
     assert record["file"] == f"s3://{BUCKET}/{info['file_key']}"
     assert (record["checksum"], record["size"]) == (hashlib.md5(data).hexdigest(), len(data))
+    # Data units bind it by its MD5, like any data file (its bytes are in the storage: no media URL).
+    unit = {"data_collection": 1, "files": {"primary": {"checksum": record["checksum"], "path": "c.txt"}}}
+    status, units = call(server, "/data_units/", unit)
+    assert status == 201 and units[0]["files"]["primary"]["checksum"] == record["checksum"]
+    assert "url" not in units[0]["files"]["primary"]
     # A confirmation repeated (its answer was lost) answers the same data file.
     again = confirm(server, [{"file_key": info["file_key"], "checksum": sha1, "size": len(data)}])
     assert again["results"][0]["data_file_id"] == entry["data_file_id"]

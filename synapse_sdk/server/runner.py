@@ -24,6 +24,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
+from synapse_sdk.server.media import MediaSigner
 from synapse_sdk.server.presigned import S3Config
 from synapse_sdk.server.store import Store, Upload
 from synapse_sdk.server.wire import Connection, with_readinto
@@ -60,6 +61,7 @@ class ReferenceServer:
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         discard: bool = False,
+        media_ttl: float = 3600.0,
         s3: S3Config | None = None,
     ) -> None:
         if (certfile is None) != (keyfile is None):
@@ -77,6 +79,7 @@ class ReferenceServer:
         self.certfile = certfile
         self.keyfile = keyfile
         self.discard = discard
+        self.media_ttl = media_ttl
         self.s3 = s3
         self._store: Store | None = None
         self._server: wsgi.Server | None = None
@@ -105,7 +108,10 @@ class ReferenceServer:
         store = store_class(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
-            app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter, s3=self.s3)
+            signer = MediaSigner(ttl=self.media_ttl)
+            app = UploadApp(
+                store, self.tokens, self.max_upload_size, rate_limiter=limiter, media_signer=signer, s3=self.s3
+            )
             server = wsgi.Server((self.host, self.port), with_readinto(app), numthreads=self.threads)
             server.ConnectionClass = Connection
             # stop() waits for the serve loop's next wake-up (0.5 s by default):
