@@ -170,6 +170,9 @@ def run_forever(
         with ReferenceServer(data_dir, host, port, tokens={token: "user"}, **options) as server:
             print(f"Serving chunked uploads on {server.base_url}/ (data in {server.data_dir})", flush=True)
             print(f"Access token: {token}", flush=True)
+            if server.s3 is not None:
+                where = server.s3.public_endpoint_url or server.s3.endpoint_url
+                print(f"Presigned uploads go to bucket {server.s3.bucket} at {where}", flush=True)
             stopping.wait()
     finally:
         for sig, handler in previous.items():
