@@ -275,7 +275,10 @@ def put_range(
     shown = redact(url)
 
     def attempt() -> str:
-        answer = transport.request("PUT", url, headers=headers, body=body, timeout=timeout)
+        try:
+            answer = transport.request("PUT", url, headers=headers, body=body, timeout=timeout)
+        except ClientError as error:
+            raise _without_signature(error, url) from None
         if not 200 <= answer.status < 300:
             raise storage_error(answer, url)
         etag = str(answer.headers.get("ETag", "")).strip().strip('"')
@@ -516,6 +519,18 @@ class PresignedUploader:
             resends=self.resends,
             check_etag=self.check_etag,
         )
+
+
+def _without_signature(error: ClientError, url: str) -> ClientError:
+    """``error`` with ``url`` shown without its query: a transport's message names the URL it failed on."""
+    shown = redact(url)
+    if isinstance(error.detail, str):
+        error.detail = error.detail.replace(url, shown)
+    error.args = tuple(arg.replace(url, shown) if isinstance(arg, str) else arg for arg in error.args)
+    # The underlying urllib3 error may name the URL too; it stays out of tracebacks and logs.
+    error.__cause__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 def _quoted(etag: str) -> str:

@@ -365,3 +365,23 @@ def test_over_tls_the_client_verifies_the_storage_with_its_ca_settings(tls_stora
     with BackendClient(server.base_url, access_token=ALICE, journal=False) as client:
         result = client.upload_files_bulk([small])
         assert result.failed_count == 1 and "CertificateError" in result.results[0].error
+
+
+def test_a_transport_failure_names_the_url_without_its_signature(s3_server, proxy, tmp_path):
+    from engine.errors import ClientResponseIncompleteError
+    from tests.faults import stall
+
+    path = make_file(tmp_path, "unanswered.bin", 10)[0]
+    with BackendClient(s3_server.base_url, access_token=ALICE, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.warns(DeprecationWarning):
+            presigned = client.request_presigned_upload([{"filename": path.name, "size": 10}])
+        url = presigned.files[0].presigned_url
+        assert "Signature=" in url
+        proxy.plan = lambda index, method, target, headers: stall(2.0) if method == "PUT" else None
+        strategy = client._get_strategy_instance("presigned")
+        with pytest.raises(ClientResponseIncompleteError) as caught:
+            strategy.upload_file_to_presigned_url(url, path, timeout=0.3)
+    signature = url.split("Signature=")[1][:20]
+    assert "no answer within 0.3s" in str(caught.value)
+    assert signature not in str(caught.value) and signature not in str(caught.value.detail)
+    assert caught.value.__cause__ is None
