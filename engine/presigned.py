@@ -54,6 +54,7 @@ from engine.errors import (
     UploadIntegrityError,
     error_for_status,
 )
+from engine.hashing_service import HashingService
 from engine.journal import Journal, PresignedEntry
 from engine.retry import RetryPolicy
 from engine.source import FileRange, MappedFile
@@ -178,18 +179,27 @@ class RangeBody:
 
 
 def digest_parts(
-    source: MappedFile, parts: Sequence[Part], sha1: Any | None = None, twin: ModuleType = engine
+    source: MappedFile,
+    parts: Sequence[Part],
+    sha1: Any | None = None,
+    twin: ModuleType = engine,
+    hashing: HashingService | None = None,
 ) -> Iterator[tuple[Part, bytes]]:
     """``(part, its MD5)`` for each part, in order; ``sha1`` (a hashlib object) absorbs the same bytes.
 
     One pass: each 256 KiB slice is copied out of the mapping by the
     engine's guarded read (a file that shrank is ``FileChangedError``, not
-    SIGBUS in hashlib) and fed, still in cache, to both digests.
+    SIGBUS in hashlib) and fed, still in cache, to both digests. With
+    ``hashing`` (shared by the files of a batch), the MD5 goes through the
+    hashing service, side by side with the other files' in SIMD lanes.
     """
     for part in parts:
-        md5 = twin.Md5()
+        md5 = (hashing.twin if hashing is not None else twin).Md5()
         for piece in source.copies(part.start, part.end):
-            md5.update(piece)
+            if hashing is not None:
+                hashing.update([md5], piece)
+            else:
+                md5.update(piece)
             if sha1 is not None:
                 sha1.update(piece)
         yield part, md5.digest()
@@ -327,6 +337,7 @@ class PresignedUploader:
         check_etag: bool = True,
         twin: ModuleType = engine,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        hashing: HashingService | None = None,
     ) -> None:
         if resends < 0:
             raise ValueError(f"resends must not be negative, not {resends}")
@@ -340,6 +351,8 @@ class PresignedUploader:
         self.check_etag = check_etag
         self.twin = twin
         self.clock = clock
+        #: Where the parts' MD5s are computed: shared SIMD lanes when several files hash at once.
+        self.hashing = hashing
         self._parts = ThreadPoolExecutor(max(1, part_threads), thread_name_prefix="presigned-part")
 
     def close(self) -> None:
@@ -357,7 +370,7 @@ class PresignedUploader:
         """Send a whole file with one PUT; returns its digests once the storage holds exactly its bytes."""
         with MappedFile(path) as source:
             sha1 = hashlib.sha1()
-            ((part, md5),) = digest_parts(source, [Part(1, 0, source.size, url)], sha1, self.twin)
+            ((part, md5),) = digest_parts(source, [Part(1, 0, source.size, url)], sha1, self.twin, self.hashing)
             self._put(source, part, md5, content_type)
             source.check_unchanged()
             return FileDigest(source.size, sha1.hexdigest(), md5.hex())
@@ -490,7 +503,7 @@ class PresignedUploader:
                 ahead.release()
 
         try:
-            for part, md5 in digest_parts(source, plan, sha1, self.twin):
+            for part, md5 in digest_parts(source, plan, sha1, self.twin, self.hashing):
                 if str(part.number) in landed:
                     continue  # stored by an earlier run: only its bytes' SHA1 was needed
                 ahead.acquire()

@@ -102,16 +102,20 @@ def test_range_body_refuses_a_range_outside_the_file_and_a_file_that_shrank(tmp_
                 pass
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["alone", "hashing-service"])
 @_settings
 @given(data=st.binary(max_size=200_000), part_size=st.integers(1, 70_000))
-def test_digest_parts_is_each_parts_md5_and_the_files_sha1_in_one_pass(twin, tmp_path, data, part_size):
+def test_digest_parts_is_each_parts_md5_and_the_files_sha1_in_one_pass(twin, service, tmp_path, data, part_size):
+    from engine.hashing_service import HashingService
+
     path = tmp_path / "digest.bin"
     path.write_bytes(data)
     count = max(1, math.ceil(len(data) / part_size))
     with MappedFile(path, window=65536) as source:
         parts = plan_parts(source.size, part_size, _urls(count))
         sha1 = hashlib.sha1()
-        digests = list(digest_parts(source, parts, sha1, twin))
+        hashing = HashingService(twin) if service else None
+        digests = list(digest_parts(source, parts, sha1, twin, hashing))
     assert [part for part, _ in digests] == parts
     for part, md5 in digests:
         assert md5 == hashlib.md5(data[part.start : part.end]).digest()

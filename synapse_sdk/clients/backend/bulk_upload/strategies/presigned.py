@@ -30,6 +30,7 @@ from engine.errors import (
     NotFoundError,
     ProtocolError,
 )
+from engine.hashing_service import HashingService
 from engine.journal import PresignedEntry
 from engine.presigned import PresignedUploader
 from synapse_sdk.clients.backend.bulk_upload.base import BulkUploadStrategy
@@ -113,6 +114,8 @@ class PresignedUploadStrategy(BulkUploadStrategy):
             journal=getattr(client, "journal", None),
             resends=config.max_upload_retries,
             part_threads=config.max_workers,
+            # The files in flight hash their parts' MD5s side by side in md5_many's lanes.
+            hashing=HashingService() if config.max_workers > 1 else None,
         )
 
     def _upload_batch(
