@@ -54,6 +54,7 @@ from synapse_sdk.server.multipart import (
     boundary_from_content_type,
     parse_options_header,
 )
+from synapse_sdk.server.presigned import PresignedApi, PresignError, S3Config
 from synapse_sdk.server.store import Chunk, Owner, Store, Upload
 
 __all__ = ["BLOCK_SIZE", "HttpError", "UploadApp"]
@@ -176,6 +177,7 @@ class UploadApp:
         block_size: int = BLOCK_SIZE,
         rate_limiter: RateLimiter | None = None,
         media_signer: MediaSigner | None = None,
+        s3: S3Config | None = None,
     ) -> None:
         self._store = store
         self._tokens = dict(tokens)
@@ -200,6 +202,16 @@ class UploadApp:
             "models": ({"GET": self._list_models, "POST": self._create_model}, {"GET": self._get_model}),
             "tasks": ({"POST": self._create_tasks}, {"GET": self._get_task}),
         }
+        # Presigned uploads to object storage (``s3`` None: storages/ lists none, the rest is 404).
+        presigned = PresignedApi(
+            store,
+            self._catalog,
+            s3,
+            read_json=self._read_json,
+            owner_of=lambda r: r.owner,
+            max_upload_size=max_upload_size,
+        )
+        self._presigned_routes = presigned.routes()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "").startswith(MEDIA_PREFIX):
@@ -213,6 +225,8 @@ class UploadApp:
             status, payload, headers = error.status, error.body, error.headers
         except Invalid as error:  # a record's content, refused by catalog
             status, payload = 400, {"detail": str(error)}
+        except PresignError as error:
+            status, payload = error.status, {"detail": error.detail}
         except OSError as error:
             # The chunk was truncated away on the way out; the client may retry later.
             if error.errno == errno.EDQUOT:  # the user's quota here, or the file system's
@@ -254,6 +268,8 @@ class UploadApp:
                 handlers, raw_id = {"POST": self._verify_checksums}, None
             else:
                 handlers = self._catalog_routes[kind][raw_id is not None]
+        elif (presigned := self._presigned_routes.get(path.strip("/"))) is not None:
+            handlers = presigned
         else:
             raise HttpError(404, "Not found.")
         method = environ.get("REQUEST_METHOD", "GET")

@@ -145,7 +145,7 @@ class Collection:
 @dataclass(frozen=True, slots=True)
 class DataFile:
     id: int
-    path: Path
+    path: Path | str  # a stored upload's file, or an object storage's URL (``s3://bucket/key``)
     checksum: str
     size: int
     created_at: datetime
@@ -199,6 +199,9 @@ class Catalog:
         with store.transaction() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            # Data files confirmed in object storage (presigned uploads) have a location instead of an upload.
+            if "location" not in {row[1] for row in db.execute("PRAGMA table_info(data_files)")}:
+                db.execute("ALTER TABLE data_files ADD COLUMN location TEXT")
 
     # -- data files ----------------------------------------------------------
 
@@ -215,17 +218,30 @@ class Catalog:
         assert cursor.lastrowid is not None
         return DataFile(cursor.lastrowid, upload.path, upload.checksum, upload.total, now)
 
+    def add_stored_file(self, owner: Owner, location: str, checksum: str, size: int) -> DataFile:
+        """A new data file of ``owner`` whose bytes are elsewhere (``location``: an object storage URL)."""
+        now = _now()
+        with self._store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO data_files (user, tenant, upload_id, checksum, size, created_at, location)"
+                " VALUES (?, ?, 0, ?, ?, ?, ?)",
+                (owner.user, owner.tenant, checksum, size, now.isoformat(), location),
+            )
+        assert cursor.lastrowid is not None
+        return DataFile(cursor.lastrowid, location, checksum, size, now)
+
     def data_file(self, owner: Owner, file_id: int) -> DataFile | None:
         with self._store.transaction() as db:
             row = db.execute(
-                "SELECT id, upload_id, checksum, size, created_at FROM data_files"
+                "SELECT id, upload_id, checksum, size, created_at, location FROM data_files"
                 " WHERE id = ? AND user = ? AND tenant = ?",
                 (file_id, owner.user, owner.tenant),
             ).fetchone()
         if row is None:
             return None
-        file_id, upload_id, checksum, size, created = row
-        return DataFile(file_id, self._store.completed_path(upload_id), checksum, size, _time(created))
+        file_id, upload_id, checksum, size, created, location = row
+        path = location if location is not None else self._store.completed_path(upload_id)
+        return DataFile(file_id, path, checksum, size, _time(created))
 
     def held_checksums(self, owner: Owner, checksums: Iterable[str]) -> set[str]:
         """Those of ``checksums`` (lower-case hex) that ``owner`` holds as data files."""
@@ -338,7 +354,7 @@ class Catalog:
         """For each of ``checksums`` the owner holds as a data file, the upload holding its bytes (the latest)."""
         with self._store.transaction() as db:
             rows = db.execute(
-                "SELECT checksum, MAX(upload_id) FROM data_files WHERE user = ? AND tenant = ?"
+                "SELECT checksum, MAX(upload_id) FROM data_files WHERE user = ? AND tenant = ? AND location IS NULL"
                 " AND checksum IN (SELECT value FROM json_each(?)) GROUP BY checksum",
                 (owner.user, owner.tenant, json.dumps(sorted(set(checksums)))),
             ).fetchall()
