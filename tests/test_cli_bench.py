@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from synapse_sdk.benchmark import TimedCase, run_rounds
+from synapse_sdk.cli.benchmark import TimedCase, run_rounds
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE
 
