@@ -18,6 +18,8 @@ from synapse_sdk.cli.benchmark import TimedCase, run_rounds
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = ("--size", "8MiB", "--rounds", "1")
 CASES = ("engine (", "baseline (published SDK algorithm)", "hashlib.md5, one core")
