@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from benches.conftest import record_throughput
-from synapse_sdk.benchmark import baseline_upload, clear_uploads
+from synapse_sdk.cli.benchmark import baseline_upload, clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 MIB = 1024 * 1024

@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from benches.conftest import THROUGHPUT, record_note, record_throughput
-from synapse_sdk.benchmark import clear_uploads
+from synapse_sdk.cli.benchmark import clear_uploads
 from synapse_sdk.clients.backend import BackendClient, RayExecutor
 
 MIB = 1024 * 1024

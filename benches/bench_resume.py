@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 
 from benches.conftest import RATIOS, record_throughput
-from synapse_sdk.benchmark import clear_uploads
+from synapse_sdk.cli.benchmark import clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 ROUNDS = 3

@@ -10,7 +10,8 @@ algorithm) is ``benches/bench_upload.py``.
   or the same files sent one at a time (5). The reference runs in the untimed
   setup of every round, so it and the upload alternate (A B A B ...).
 - CPU and peak RSS (targets 3, 4 and 7) are read in a subprocess that does
-  only the upload, or only the hashing, and prints them as JSON, so pytest's
+  only the upload, or only the hashing (a module of ``benches/workloads``, run
+  with ``python -m``), and prints them as JSON, so pytest's
   own memory and threads never count. The CPU is ``getrusage(RUSAGE_SELF)``
   after the work minus before it (interpreter start-up and imports are not the
   upload's). The peak RSS is the process's ``VmHWM`` (/proc/self/status),
@@ -44,8 +45,9 @@ from typing import Any
 import pytest
 
 from benches.conftest import THROUGHPUT, Target, record_note, record_target
+from benches.workloads.hashing import MODES as HASH_MODES
 from engine.source import WINDOW
-from synapse_sdk.benchmark import ServerProcess, md5_file, write_random_file
+from synapse_sdk.cli.benchmark import ServerProcess, md5_file, write_random_file
 from synapse_sdk.clients.backend import BackendClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,181 +61,17 @@ FILE_SET = (8, 256 * MIB)
 SPARSE_SIZES = {"1 GiB": GIB, "8 GiB": 8 * GIB}
 WHERE = "where the CPU goes (one more upload of each kind, per-thread CPU sampled every 20 ms)"
 
-# What every child prints: its own usage, read before and after the measured work.
-_USAGE = """
-import json, os, resource, sys, time
-
-def usage():
-    # Peak RSS from VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
-    # child of the pytest process would report pytest's own peak when it is larger.
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return {"user": r.ru_utime, "sys": r.ru_stime, "maxrss": r.ru_maxrss * 1024, "hwm": hwm * 1024}
-"""
-
-#: argv: url token chunk_digest concurrency (0: create_chunked_upload of one file) server_pid (0: no sampling) paths...
-UPLOAD_CHILD = (
-    _USAGE
-    + r"""
-import re, threading
-from synapse_sdk.clients.backend import BackendClient
-
-TICK = os.sysconf("SC_CLK_TCK")
+#: The programs the CPU and RSS cases run in a fresh interpreter (see ``benches/workloads``).
+UPLOAD = "benches.workloads.upload"
+MD5 = "benches.workloads.md5"
+HASHING = "benches.workloads.hashing"
 
 
-def cpu_of(stat_path, split=False):
-    # utime + stime, fields 14 and 15 of a stat line (after the command, which may hold spaces).
-    with open(stat_path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
-    return (user, system) if split else user + system
-
-
-def machine():
-    with open("/proc/stat") as f:
-        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
-    return {"busy": (user + nice + system + irq + softirq) / TICK, "steal": steal / TICK}
-
-
-class Sampler(threading.Thread):
-    # Per-thread CPU of this process; a thread's last sample stands after it ends.
-
-    def __init__(self, server_pid):
-        super().__init__(name="cpu-sampler", daemon=True)
-        self.server_pid, self.done, self.seen, self.names = server_pid, threading.Event(), {}, {}
-
-    def sample(self):
-        names = {t.native_id: t.name for t in threading.enumerate()}
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                self.seen[int(tid)] = cpu_of(f"/proc/self/task/{tid}/stat", split=True)
-            except OSError:
-                continue  # the thread ended meanwhile
-            self.names.setdefault(int(tid), names.get(int(tid), "other"))
-
-    def run(self):
-        while not self.done.wait(0.02):
-            self.sample()
-
-    def __enter__(self):
-        self.sample()
-        self.before = dict(self.seen)
-        self.server_before, self.machine_before = cpu_of(f"/proc/{self.server_pid}/stat"), machine()
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.join()
-        self.sample()
-        self.server = cpu_of(f"/proc/{self.server_pid}/stat") - self.server_before
-        after = machine()
-        self.machine = {k: after[k] - self.machine_before[k] for k in after}
-
-    def roles(self):
-        # {role: [user, sys]}: threads of one pool ("chunk-hasher_0", ...) add up.
-        roles = {}
-        for tid, (user, system) in self.seen.items():
-            role = re.sub(r"_\d+$", "", self.names[tid])
-            was = self.before.get(tid, (0.0, 0.0))
-            total = roles.setdefault(role, [0.0, 0.0])
-            total[0] += user - was[0]
-            total[1] += system - was[1]
-        return roles
-
-
-url, token, digest, concurrency, server_pid, *paths = sys.argv[1:]
-client = BackendClient(url, access_token=token, journal=False, chunk_digest=digest)
-sampler = Sampler(int(server_pid)) if int(server_pid) else None
-before = usage()
-started = time.perf_counter()
-if sampler is not None:
-    sampler.__enter__()
-if int(concurrency) == 0:
-    results, failed = [client.create_chunked_upload(paths[0])], []
-else:
-    batch = client.upload_files(paths, concurrency=int(concurrency))
-    results, failed = [e["result"] for e in batch["successful"]], [e["error"] for e in batch["failed"]]
-if sampler is not None:
-    sampler.__exit__()
-wall = time.perf_counter() - started
-after = usage()
-report = {"before": before, "after": after, "wall": wall, "failed": failed}
-report["records"] = [{"size": r.get("size"), "checksum": r.get("checksum")} for r in results]
-if sampler is not None:
-    report.update(threads=sampler.roles(), server=sampler.server, machine=sampler.machine)
-print(json.dumps(report))
-"""
-)
-
-#: argv: path. One core's hashlib.md5 over the file, read as synapse_sdk.benchmark.md5_file reads it.
-MD5_CHILD = (
-    _USAGE
-    + """
-from synapse_sdk.benchmark import md5_file
-
-before = usage()
-digest = md5_file(sys.argv[1])
-after = usage()
-print(json.dumps({"before": before, "after": after, "digest": digest}))
-"""
-)
-
-#: argv: mode path. The file is read into memory first, so only hashing is measured (no I/O).
-HASH_CHILD = (
-    _USAGE
-    + """
-import hashlib
-import engine, xxhash
-
-mode, path = sys.argv[1:]
-CHUNK = 50 * 1024 * 1024  # the upload's chunks: a new chunk MD5 at each boundary
-with open(path, "rb") as f:
-    data = f.read()
-view = memoryview(data)
-chunks = [view[start : start + CHUNK] for start in range(0, len(view), CHUNK)]
-before = usage()
-if mode == "hashlib.md5":
-    md5 = hashlib.md5()
-    for chunk in chunks:
-        md5.update(chunk)
-elif mode == "engine.Md5 (one lane)":
-    md5 = engine.Md5()
-    for chunk in chunks:
-        md5.update(chunk)
-elif mode == "engine.update_pair (two lanes)":
-    md5 = engine.Md5()
-    for chunk in chunks:
-        engine.update_pair(md5, engine.Md5(), chunk)
-elif mode == "digest_windows, one lane + xxh3 (for xxh3)":
-    md5 = engine.Md5()
-    for chunk in chunks:
-        engine.digest_windows([chunk], md5, False, True)
-elif mode == "xxhash.xxh3_128 alone":
-    md5 = None
-    for chunk in chunks:
-        xxhash.xxh3_128(chunk).digest()
-else:
-    raise SystemExit(f"unknown mode {mode!r}")
-after = usage()
-print(json.dumps({"before": before, "after": after, "digest": md5.hexdigest() if md5 is not None else None}))
-"""
-)
-HASH_MODES = (
-    "hashlib.md5",
-    "engine.Md5 (one lane)",
-    "engine.update_pair (two lanes)",
-    "digest_windows, one lane + xxh3 (for xxh3)",
-    "xxhash.xxh3_128 alone",
-)
-
-
-def _child(script: str, *args: object) -> dict[str, Any]:
-    """Run ``script`` in a fresh interpreter on this source tree; its last line of output, as JSON."""
+def _child(module: str, *args: object) -> dict[str, Any]:
+    """Run ``python -m module args...`` in a fresh interpreter on this source tree; its last line of output, as JSON."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
-        [sys.executable, "-c", script, *map(str, args)],
+        [sys.executable, "-m", module, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -255,7 +93,7 @@ def _cpu(report: dict[str, Any]) -> float:
 
 
 def _upload_child(server: ServerProcess, digest: str, paths: list[Path], *, concurrency: int = 0, pid: int = 0):
-    report = _child(UPLOAD_CHILD, server.base_url, server.token, digest, concurrency, pid, *paths)
+    report = _child(UPLOAD, server.base_url, server.token, digest, concurrency, pid, *paths)
     assert not report["failed"], report["failed"][:3]
     assert sorted(r["size"] for r in report["records"]) == sorted(p.stat().st_size for p in paths)
     return report
@@ -371,13 +209,13 @@ def test_client_cpu(big_file, discard_server, file_md5: str) -> None:
     """Target 3: the uploading process's CPU (xxh3 or no chunk digest) against hashing the file once."""
     md5 = file_md5
     cases = {
-        "hashlib.md5 of the file": lambda: _child(MD5_CHILD, big_file),
+        "hashlib.md5 of the file": lambda: _child(MD5, big_file),
         **{
             digest: (lambda digest=digest: _upload_child(discard_server, digest, [big_file]))
             for digest in ("xxh3", "none", "md5")
         },
     }
-    _child(MD5_CHILD, big_file)  # warm-up: the page cache, the interpreter's files
+    _child(MD5, big_file)  # warm-up: the page cache, the interpreter's files
     reports = _interleaved(cases, CPU_ROUNDS)
     assert all(r["digest"] == md5 for r in reports["hashlib.md5 of the file"])
     cpu = {name: statistics.median(_cpu(r) for r in runs) for name, runs in reports.items()}
@@ -486,7 +324,7 @@ def test_hashing_cpu(big_file, file_md5: str) -> None:
     """Target 7: the CPU of both MD5s (whole file and every chunk) against one hashlib.md5 pass."""
     md5 = file_md5
     size = big_file.stat().st_size
-    cases = {mode: (lambda mode=mode: _child(HASH_CHILD, mode, big_file)) for mode in HASH_MODES}
+    cases = {mode: (lambda mode=mode: _child(HASHING, mode, big_file)) for mode in HASH_MODES}
     reports = _interleaved(cases, CPU_ROUNDS)
     for mode, runs in reports.items():
         assert all(r["digest"] == (None if mode.startswith("xxhash") else md5) for r in runs), mode

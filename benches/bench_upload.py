@@ -8,7 +8,7 @@ import requests
 
 import engine
 from benches.conftest import record_throughput
-from synapse_sdk.benchmark import baseline_upload, clear_uploads
+from synapse_sdk.cli.benchmark import baseline_upload, clear_uploads
 from synapse_sdk.clients.backend import BackendClient
 
 # One unmeasured round first: on a VM, the first touch of fresh memory pages

@@ -4,7 +4,7 @@ The server keeps its data on tmpfs (/dev/shm) when there is room, so the
 disk's fsync speed does not drown the difference between clients. It comes
 in two kinds: ``bench_server`` stores and verifies as a real server does,
 ``discard_server`` checks the protocol and throws the bytes away, so what is
-measured is the client alone. Both are ``synapse_sdk.benchmark.ServerProcess``.
+measured is the client alone. Both are ``synapse_sdk.cli.benchmark.ServerProcess``.
 
 Every benchmark records what it measured; the summary prints MB/s and the
 ratio of each to the baseline measured in the same run, and the performance
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from synapse_sdk.benchmark import ServerProcess, scratch_dir, write_random_file
+from synapse_sdk.cli.benchmark import ServerProcess, scratch_dir, write_random_file
 
 # A local Ray binds its services to the machine's address unless told it is no
 # cluster (Ray reads this when imported; it ignores ray.init(_node_ip_address=

@@ -8,6 +8,9 @@ from types import ModuleType
 
 import pytest
 
+# The unit / integration tiers and the check that unit tests open no socket; pytester to test that check.
+pytest_plugins = ("pytester", "tests.tiers")
+
 # A local Ray binds its services to the machine's address unless told it is no
 # cluster (Ray reads this when imported; it ignores ray.init(_node_ip_address=
 # "127.0.0.1")). The tests' Ray then stays on loopback, as all their traffic must.

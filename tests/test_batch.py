@@ -11,6 +11,8 @@ from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.clients.backend.batch import BatchProgress, collect_files
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 
 

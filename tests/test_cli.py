@@ -16,6 +16,8 @@ from synapse_sdk.cli import parse_size
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 KIB = 1024
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from synapse_sdk.benchmark import TimedCase, run_rounds
+from synapse_sdk.cli.benchmark import TimedCase, run_rounds
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ("--size", "8MiB", "--rounds", "1")

@@ -12,6 +12,8 @@ from synapse_sdk.clients.exceptions import ClientError
 from tests import doc_examples
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def examples(client):

@@ -17,7 +17,7 @@ import requests
 
 from tests.drf_fixture import DrfServer, start_drf_server
 
-pytestmark = pytest.mark.drf
+pytestmark = [pytest.mark.integration, pytest.mark.drf]
 
 OTHER_USER = "intruder"
 OTHER_TOKEN = "other-user-token"

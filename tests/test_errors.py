@@ -24,6 +24,8 @@ from engine.errors import (
     error_for_status,
 )
 
+pytestmark = pytest.mark.unit
+
 WITHOUT_AN_ANSWER = [
     ProtocolError,
     UploadIntegrityError,

@@ -26,6 +26,8 @@ import requests
 
 from tests.faults import Proxy, corrupt, cut_request, drop_response, stall, status
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 TIMEOUT = 5.0
 

@@ -55,6 +55,8 @@ from engine.retry import RetryPolicy
 from synapse_sdk.clients.backend import BackendClient
 from tests.faults import Fault, Proxy, cut_request, drop_response, stall, status
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 MIB = 1024 * KIB
 REPO_ROOT = Path(__file__).resolve().parent.parent

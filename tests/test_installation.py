@@ -19,6 +19,8 @@ import pytest
 import synapse_sdk
 from synapse_sdk.installation import conflict
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = os.environ.get("SYNAPSE_PUBLISHED_WHEEL")
 

@@ -8,11 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.journal import Journal, JournalEntry, default_journal_dir
 from engine.source import FileIdentity
+
+pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 import engine
 
+pytestmark = pytest.mark.unit
+
 SIZES = [0, 1, 55, 56, 63, 64, 65, 127, 128, 4095, 4096, 4097, 100_003]
 
 

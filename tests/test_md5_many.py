@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 import engine
 from engine.source import MappedFile
 
+pytestmark = pytest.mark.unit
+
 LEVELS = ("avx512", "avx2", "scalar")
 LANES = {"avx512": 16, "avx2": 8, "scalar": 2}
 REPO = Path(__file__).resolve().parent.parent

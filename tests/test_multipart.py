@@ -10,6 +10,8 @@ import pytest
 from engine.errors import FileChangedError
 from engine.multipart import MultipartBody
 
+pytestmark = pytest.mark.unit
+
 
 def test_exact_bytes() -> None:
     body = MultipartBody(

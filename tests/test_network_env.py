@@ -24,6 +24,8 @@ from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, make_file
 from tests.faults import Proxy
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "CURL_CA_BUNDLE")
 

@@ -22,6 +22,8 @@ from tests.conftest import make_file
 from tests.faults import Proxy, status
 from tests.test_fault_suite import TOKEN, ServerProcess, free_port
 
+pytestmark = pytest.mark.integration
+
 MIB = 1024 * 1024
 #: Seconds of each way of being down; 90 s in all.
 STAGE = 30.0

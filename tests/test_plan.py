@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from engine.plan import DEFAULT_CHUNK_SIZE, Chunk, chunk_at, plan_chunks
 
+pytestmark = pytest.mark.unit
+
 C = DEFAULT_CHUNK_SIZE
 
 

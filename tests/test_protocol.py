@@ -10,6 +10,8 @@ from engine.errors import ProtocolError
 from engine.plan import Chunk
 from engine.protocol import CheckState, ChunkedUploadProtocol, Done, Finalize, Phase, PutChunk, SendWhole
 
+pytestmark = pytest.mark.unit
+
 URL = "http://h/chunked_upload/7/"
 
 

@@ -35,6 +35,8 @@ from synapse_sdk.clients.backend.ray_executor import (
 from tests.conftest import ALICE, make_file
 from tests.faults import Proxy, stall
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 MIB = 1024 * KIB
 CHUNK = 64 * KIB

@@ -27,6 +27,8 @@ from requests import Session
 from synapse_sdk.server import ReferenceServer, UploadApp
 from synapse_sdk.server.store import Owner, QuotaExceeded, Store
 
+pytestmark = pytest.mark.integration
+
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 FORM = "application/x-www-form-urlencoded"
 

@@ -18,6 +18,8 @@ from engine.journal import Journal
 from synapse_sdk.clients.backend import BackendClient
 from tests.conftest import ALICE, alice_uploader, make_file
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 REPO = Path(__file__).resolve().parent.parent
 

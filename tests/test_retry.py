@@ -23,6 +23,8 @@ from engine.errors import (
 from engine.retry import RetryPolicy, call
 from tests.conftest import FakeClock
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "error",

@@ -26,6 +26,8 @@ from requests import Session
 from synapse_sdk.server import ReferenceServer
 from tests.test_reference_server import TOKENS, put_chunk, session_for
 
+pytestmark = pytest.mark.integration
+
 DEFAULT_SPECS = [{"name": "primary", "is_required": False, "file_type": "any"}]
 TIMESTAMP_END = "Z"
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 import requests
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "crash-token"
 BOUNDARY = "crash-boundary-7f3a"

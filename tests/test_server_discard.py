@@ -11,6 +11,8 @@ from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 
 

@@ -33,6 +33,8 @@ from hypothesis import strategies as st
 
 from synapse_sdk.server import ReferenceServer
 
+pytestmark = pytest.mark.integration
+
 TOKENS = {"alice-token": "alice", "bob-token": "bob"}
 VICTIM_TOTAL = 10_012_345
 VICTIM_OFFSET = 1_234_567

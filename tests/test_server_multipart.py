@@ -24,6 +24,8 @@ from synapse_sdk.server.multipart import (
     parse_options_header,
 )
 
+pytestmark = pytest.mark.unit
+
 BOUNDARY = b"b0undary-x"
 
 

@@ -29,6 +29,8 @@ from synapse_sdk.server import store as store_module
 from tests.test_reference_server import TOKENS, md5_b64, put_chunk, session_for
 from tests.test_server_crash import DEADLINE, chunk_request, wait_for
 
+pytestmark = pytest.mark.integration
+
 KEY = "Idempotency-Key"
 
 

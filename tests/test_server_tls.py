@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+pytestmark = pytest.mark.integration
+
 trustme = pytest.importorskip("trustme")
 
 from synapse_sdk.server import ReferenceServer  # noqa: E402

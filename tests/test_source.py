@@ -15,6 +15,8 @@ from engine.errors import FileChangedError
 from engine.plan import plan_chunks
 from engine.source import MappedFile
 
+pytestmark = pytest.mark.unit
+
 PAGE = 4096
 
 

@@ -15,6 +15,8 @@ from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> trustme.CA:

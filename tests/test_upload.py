@@ -19,6 +19,8 @@ from synapse_sdk.clients.backend import BackendClient
 from tests.conftest import ALICE, FakeClock, alice_uploader, make_file
 from tests.faults import Fault, Proxy, corrupt
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 
 

@@ -13,6 +13,8 @@ from tests import doc_examples
 from tests.conftest import ALICE, make_file
 from tests.test_cli import against, run
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 
 

@@ -17,37 +17,10 @@ from pathlib import Path
 
 from engine.errors import ClientError
 from engine.plan import DEFAULT_CHUNK_SIZE
+from synapse_sdk.cli.arguments import parse_size, positive_float, positive_int
 from synapse_sdk.cli.upload import UsageError
 
 __all__ = ["main"]
-
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
-_UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    """``"50MiB"``, ``"64k"``, ``"1048576"`` → bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
-    unit = match and match.group(2).lower()
-    if not match or unit not in _UNITS or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"not a positive size: {text!r} (try 50MiB, 8M or 1048576)")
-    return int(match.group(1)) * _UNITS[unit]
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
-    return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,15 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--host", default=os.environ.get("SYNAPSE_HOST"), help="backend URL (env SYNAPSE_HOST)")
     upload.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
     upload.add_argument("--tenant", default=os.environ.get("SYNAPSE_TENANT"), help="env SYNAPSE_TENANT")
-    upload.add_argument("--concurrency", type=_positive_int, default=4, help="files in flight at once (default 4)")
+    upload.add_argument("--concurrency", type=positive_int, default=4, help="files in flight at once (default 4)")
     upload.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="default 50MiB")
     upload.add_argument("--no-resume", action="store_true", help="do not journal or resume unfinished uploads")
     upload.add_argument("--skip-existing", action="store_true", help="skip files whose MD5 the server holds")
-    upload.add_argument("--data-collection", type=_positive_int, metavar="ID", help="bind files to data units")
+    upload.add_argument("--data-collection", type=positive_int, metavar="ID", help="bind files to data units")
     upload.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     upload.add_argument(
         "--retry-deadline",
-        type=_positive_float,
+        type=positive_float,
         default=300.0,
         metavar="SECONDS",
         help="how long a request keeps retrying a server that is down, without progress (default 300)",
@@ -218,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_cleanup(args.data_dir, args.expire_after)
             return 0
         if args.command == "bench":
+            # Imported when used, as the server is: `upload` should not pay for
+            # the benchmark's modules at start-up. Imports go one way: bench
+            # takes its parsers from cli.arguments, nothing from this module.
             from synapse_sdk.cli.bench import run_bench
 
             return run_bench(args)

@@ -8,7 +8,7 @@ JSON) of median MB/s and the engine's ratios, and with ``--plot`` draws them.
 
 It must not leave anything behind (the file, the server's data, the server
 process) nor clear anything on a server it did not start. What is measured
-and how lives in ``synapse_sdk.benchmark``; this module only wires it to the
+and how lives in ``synapse_sdk.cli.benchmark``; this module only wires it to the
 command line. matplotlib is imported only for ``--plot``.
 """
 
@@ -29,7 +29,8 @@ from typing import Any
 import requests
 
 import engine
-from synapse_sdk.benchmark import (
+from synapse_sdk.cli.arguments import parse_size, positive_int
+from synapse_sdk.cli.benchmark import (
     CaseResult,
     ServerProcess,
     TimedCase,
@@ -39,7 +40,6 @@ from synapse_sdk.benchmark import (
     scratch_dir,
     write_random_file,
 )
-from synapse_sdk.cli import _positive_int, parse_size
 from synapse_sdk.cli.progress import human_bytes
 from synapse_sdk.cli.upload import UsageError, check_server
 
@@ -239,7 +239,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from synapse_sdk.clients.backend import BackendClient
 
     size = _argument(args.size, parse_size, "--size")
-    rounds = _argument(args.rounds, _positive_int, "--rounds")
+    rounds = _argument(args.rounds, positive_int, "--rounds")
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
         _require_matplotlib(plot)

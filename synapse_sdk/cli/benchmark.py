@@ -13,9 +13,10 @@
 - ``write_random_file``, ``scratch_dir``, ``ServerProcess``, ``clear_uploads``:
   the data and the reference server (in its own process) a benchmark needs.
 
-It must not print, parse arguments or draw (that is ``synapse_sdk.cli.bench``),
-and it judges no number: it measures and reports, so nothing here may assert
-a timing.
+It must not print, parse arguments or draw (that is ``synapse_sdk.cli.bench``,
+its one user in the package; ``benches/`` is the other), nor import the rest of
+the command line, and it judges no number: it measures and reports, so nothing
+here may assert a timing.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class ServerProcess:
         # The server runs this very package, wherever it was imported from (an
         # installed copy, a source tree on sys.path), not whatever the new
         # interpreter's path would find first.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding synapse_sdk/
         pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             command,
