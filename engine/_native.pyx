@@ -98,6 +98,10 @@ cdef class Md5:
         memcpy(&other.ctx, &self.ctx, sizeof(md5_ctx))
         return other
 
+    def restore(self, Md5 saved) -> None:
+        """Go back to the state of ``saved`` (a ``copy()`` taken earlier), in place."""
+        memcpy(&self.ctx, &saved.ctx, sizeof(md5_ctx))
+
     @property
     def length(self) -> int:
         """Bytes absorbed so far."""

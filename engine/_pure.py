@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import xxhash
 
@@ -51,6 +52,13 @@ class Md5:
         other.length = self.length
         return other
 
+    def restore(self, saved: Md5) -> None:
+        """Go back to the state of ``saved`` (a ``copy()`` taken earlier), in place."""
+        if not isinstance(saved, Md5):
+            raise TypeError(f"restore takes an engine._pure.Md5, not {type(saved).__name__}")
+        self._hash = saved._hash.copy()
+        self.length = saved.length
+
     def state(self) -> None:
         """hashlib hides its state: nothing to save (a resume re-hashes the prefix)."""
         return None
@@ -59,7 +67,7 @@ class Md5:
     def from_state(state: bytes) -> Md5:
         raise ValueError("the pure-Python engine cannot restore a saved MD5 state")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("the pure-Python MD5 state cannot be saved (hashlib hides it)")
 
 

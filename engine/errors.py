@@ -90,7 +90,7 @@ class NoStatus(int):
 NO_STATUS = NoStatus()
 
 
-def _rebuild(cls: type[ClientError], args: tuple) -> ClientError:
+def _rebuild(cls: type[ClientError], args: tuple[Any, ...]) -> ClientError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
     return error
@@ -98,6 +98,9 @@ def _rebuild(cls: type[ClientError], args: tuple) -> ClientError:
 
 class ClientError(Exception):
     """Root of all client errors: ``status_code`` and ``detail``, plus upload context."""
+
+    #: The errors of the streak a ``RetryPolicy`` gave up on, this one last (set when it gives up).
+    retry_history: tuple[ClientError, ...]
 
     def __init__(self, status_code: int | None = None, detail: Any = None) -> None:
         self.status_code: int = NO_STATUS if status_code is None else status_code
@@ -112,7 +115,7 @@ class ClientError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_code={self.status_code}, detail={self.detail!r})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Subclasses take different constructor arguments: rebuild, then set the
         # state (pickle sets it after creation, so an error in its own
         # retry_history round-trips).

@@ -8,6 +8,12 @@ rename, fsync of the folder), so a ``kill -9`` at any instant leaves either
 the old entry or the new one; an entry that cannot be read is treated as
 absent. A lock file keeps two processes from driving the same entry.
 
+A second kind of entry, ``PresignedEntry``, records a multipart upload to
+presigned object-storage URLs: the storage key, the multipart upload's id,
+the part URLs and when they expire, and the ETag of every part that landed.
+Those URLs carry signatures, so entries are written readable by their owner
+only (mode 0600).
+
 A journal is a convenience, never a reason to fail an upload: a folder that
 cannot be written (a read-only home, a full disk) is said once in a warning
 and the upload goes on without resume, and so does every upload on a
@@ -35,7 +41,7 @@ try:
 except ImportError:  # Windows: no advisory locks, so no journal
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal", "JournalEntry", "default_journal_dir"]
+__all__ = ["Journal", "JournalEntry", "PresignedEntry", "default_journal_dir", "entry_from_json"]
 
 log = logging.getLogger("synapse_sdk.upload")
 
@@ -96,6 +102,46 @@ class JournalEntry:
         return None if self.md5_state is None else base64.b64decode(self.md5_state)
 
 
+@dataclass
+class PresignedEntry:
+    """Where one multipart upload of one file to presigned object-storage URLs stands."""
+
+    server: str
+    path: str
+    identity: FileIdentity
+    file_key: str
+    upload_id: str
+    part_size: int
+    #: ``[part_number, presigned URL]`` of every part, in the server's order.
+    parts: list[list[Any]]
+    #: When the part URLs stop working (ISO 8601, as the server said), or None if it did not say.
+    expires_at: str | None = None
+    #: ``{part_number (as text): ETag}`` of every part the storage acknowledged with the right MD5.
+    done: dict[str, str] = field(default_factory=dict)
+
+    KIND = "presigned"
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["version"] = VERSION
+        data["kind"] = self.KIND
+        return json.dumps(data, separators=(",", ":"))
+
+
+def entry_from_json(text: str) -> JournalEntry | PresignedEntry:
+    """The entry ``text`` holds, of whichever kind; ``ValueError``/``TypeError``/``KeyError`` if malformed."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("journal entry is not an object")
+    kind = data.pop("kind", None)
+    if kind is None:
+        return JournalEntry.from_json(text)
+    if kind != PresignedEntry.KIND or data.pop("version", None) != VERSION:
+        raise ValueError(f"journal entry of another kind or version ({kind!r})")
+    data["identity"] = FileIdentity(**data["identity"])
+    return PresignedEntry(**data)
+
+
 class Journal:
     """Journal entries under one folder."""
 
@@ -112,7 +158,7 @@ class Journal:
             _warn_once("fcntl", "no fcntl (file locks) here, so no resume journal: uploads are not resumable")
             return None
         absolute = os.path.abspath(path)
-        key = hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
+        key = _key(server, absolute)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             lock = open(self.directory / f"{key}.lock", "a+b")  # noqa: SIM115 - held until release()
@@ -131,6 +177,14 @@ class Journal:
             stale.unlink(missing_ok=True)
         return JournalSlot(self.directory / f"{key}.json", lock, server, absolute)
 
+    def has_entry(self, server: str, path: str | os.PathLike[str]) -> bool:
+        """Whether an entry for ``path`` on ``server`` exists: a look, no lock, no file made."""
+        return fcntl is not None and (self.directory / f"{_key(server, os.path.abspath(path))}.json").exists()
+
+
+def _key(server: str, absolute: str) -> str:
+    return hashlib.sha256(f"{server}\0{absolute}".encode()).hexdigest()[:40]
+
 
 class JournalSlot:
     """One locked entry: load it, save it, remove it."""
@@ -143,9 +197,9 @@ class JournalSlot:
         #: False once a save failed: this upload goes on without resume.
         self.writable = True
 
-    def load(self) -> JournalEntry | None:
+    def load(self) -> JournalEntry | PresignedEntry | None:
         try:
-            return JournalEntry.from_json(self.path.read_text())
+            return entry_from_json(self.path.read_text())
         except FileNotFoundError:
             return None
         except (ValueError, TypeError, KeyError, OSError) as error:
@@ -153,13 +207,15 @@ class JournalSlot:
             self.remove()
             return None
 
-    def save(self, entry: JournalEntry) -> None:
+    def save(self, entry: JournalEntry | PresignedEntry) -> None:
         """Record ``entry`` durably; if that fails (full disk...), warn once and stop journaling this upload."""
         if not self.writable:
             return
         temporary = self.path.with_suffix(f".tmp{os.getpid()}")
         try:
-            with open(temporary, "w") as f:
+            # Owner-only: a presigned entry's URLs are credentials until they expire.
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(descriptor, "w") as f:
                 f.write(entry.to_json())
                 f.flush()
                 os.fsync(f.fileno())

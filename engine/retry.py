@@ -124,7 +124,7 @@ class RetryPolicy:
         return max(0.0, since + self.deadline - self.clock())
 
     def _backoff(self, error: ClientError, failures: int) -> float:
-        retry_after = getattr(error, "retry_after", None)
+        retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.retry_after_cap)
         # The exponent is clamped: 2.0 ** 1024 overflows, and an outage can outlast a thousand tries.

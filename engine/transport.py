@@ -41,6 +41,7 @@ from urllib3.exceptions import (
 from engine.errors import (
     CertificateError,
     ClientConnectionError,
+    ClientError,
     ClientResponseIncompleteError,
     ClientTimeoutError,
     FileChangedError,
@@ -52,7 +53,7 @@ from engine.errors import HTTPError as ClientHTTPError
 from engine.source import FileRange
 from engine.wire import RETRY_AFTER
 
-__all__ = ["MAX_REDIRECTS", "Response", "Transport"]
+__all__ = ["MAX_REDIRECTS", "Response", "Transport", "read_body"]
 
 #: Requests that change state: when their answer is lost, the server may have acted.
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -111,7 +112,7 @@ class _SendfileConnection(HTTPConnection):
             return
         if self.sock is None:
             self.connect()
-        sent = self.sock.sendfile(data, data.offset, data.count)
+        sent = self.sock.sendfile(data, data.offset, data.count)  # type: ignore[arg-type]  # FileRange has fileno()
         if sent != data.count:
             # The file ended early: it shrank while it was being sent.
             raise FileChangedError(f"{data.source.path} changed while it was being uploaded")
@@ -210,6 +211,47 @@ class Transport:
             url = target
         raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
 
+    def stream(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: tuple[float, float] | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """GET ``url`` and return the answer with its body unread, to be read in pieces.
+
+        For downloads: the caller reads the body with ``read_body`` (which maps
+        a broken or stalled body to the ``ClientError`` hierarchy) and must
+        ``release_conn()`` it. Redirects are followed as ``request`` follows a
+        GET's; credentials are not carried to another host.
+        """
+        headers = dict(headers or {})
+        connect, read = timeout or self.timeout
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                answer = self._manager(url).request(
+                    "GET",
+                    url,
+                    headers=headers,
+                    timeout=urllib3.Timeout(connect=connect, read=read),
+                    retries=False,
+                    redirect=False,
+                    preload_content=False,
+                    decode_content=False,
+                )
+            except HTTPError as error:
+                raise _network_error(error, url, connect, read) from error
+            location = answer.headers.get("Location")
+            if answer.status not in _REDIRECTS or not location:
+                return answer
+            answer.drain_conn()
+            answer.release_conn()
+            target = urljoin(url, location)
+            if _crosses(url, target):
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+            url = target
+        raise ProtocolError(f"more than {MAX_REDIRECTS} redirects, the last to {url}")
+
     def _manager(self, url: str) -> urllib3.PoolManager:
         proxy = self.proxy_for(url)
         if proxy is None:
@@ -232,7 +274,7 @@ class Transport:
             answer = self._manager(url).request(
                 method,
                 url,
-                body=body,
+                body=body,  # type: ignore[arg-type]  # urllib3 sends memoryviews too; its hint says bytes/str
                 headers=headers,
                 timeout=urllib3.Timeout(connect=connect, read=read),
                 retries=False,
@@ -247,7 +289,9 @@ class Transport:
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
-            lost = ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            lost: type[ClientConnectionError | ClientTimeoutError] = (
+                ClientResponseIncompleteError if method in _MUTATING else ClientTimeoutError
+            )
             raise lost(f"{method} {url}: no answer within {read}s") from error
         except SSLError as error:
             failed = CertificateError if "CERTIFICATE_VERIFY_FAILED" in str(error) else ClientConnectionError
@@ -261,6 +305,36 @@ class Transport:
         self._direct.clear()
         for manager in self._by_proxy.values():
             manager.clear()
+
+
+def read_body(answer: urllib3.BaseHTTPResponse, url: str, size: int) -> Iterator[bytes]:
+    """The body of a ``Transport.stream`` answer in pieces of at most ``size`` bytes.
+
+    A body that breaks off, or stalls past the read timeout, raises
+    ``ClientConnectionError`` / ``ClientTimeoutError`` (both retryable).
+    """
+    try:
+        yield from answer.stream(size, decode_content=False)
+    except HTTPError as error:
+        raise _network_error(error, url, None, None) from error
+
+
+def _network_error(error: HTTPError, url: str, connect: float | None, read: float | None) -> ClientError:
+    """The ``ClientError`` a GET's network failure means (a GET may always be sent again)."""
+    if isinstance(error, ProxyError):
+        return ClientConnectionError(f"the proxy for {url} failed: {error}")
+    if isinstance(error, NewConnectionError):
+        failed = UnknownHostError if _no_such_host(error) else ClientConnectionError
+        return failed(f"cannot connect to {_origin(url)}: {_os_reason(error)}")
+    if isinstance(error, ConnectTimeoutError):
+        return ClientTimeoutError(f"connecting to {_origin(url)} timed out (>{connect}s)")
+    if isinstance(error, ReadTimeoutError):
+        within = f" within {read}s" if read is not None else " in time"
+        return ClientTimeoutError(f"GET {_origin(url)}: no data{within}")
+    if isinstance(error, SSLError):
+        failed = CertificateError if "CERTIFICATE_VERIFY_FAILED" in str(error) else ClientConnectionError
+        return failed(f"TLS failed for {_origin(url)}: {error}")
+    return ClientConnectionError(f"GET {_origin(url)}: connection broke: {error}")
 
 
 def _with_sendfile(manager: urllib3.PoolManager) -> urllib3.PoolManager:

@@ -37,7 +37,7 @@ from engine.errors import (
     ValidationError,
 )
 from engine.hasher import ChunkHasher
-from engine.journal import Journal, JournalEntry, JournalSlot
+from engine.journal import Journal, JournalEntry, JournalSlot, PresignedEntry
 from engine.multipart import MultipartBody
 from engine.plan import DEFAULT_CHUNK_SIZE, chunk_at
 from engine.protocol import (
@@ -279,8 +279,8 @@ class _Upload:
             self.announced_url = self.protocol.url
             self.on_url(self.protocol.url)
 
-    def _resumable_url(self, entry: JournalEntry | None) -> str | None:
-        if entry is None:
+    def _resumable_url(self, entry: JournalEntry | PresignedEntry | None) -> str | None:
+        if not isinstance(entry, JournalEntry):  # none, or a presigned upload's (another slot's kind)
             return None
         if entry.identity != self.source.identity:
             log.warning(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,17 @@ def data_file(session: Session, base_url: str, data: bytes) -> dict:
 
 def stored_files(server: ReferenceServer) -> list[str]:
     return sorted(path.name for path in (server.data_dir / "uploads").iterdir())
+
+
+def unsigned(record: object) -> object:
+    """``record`` with each signed media URL cut to its path: the signature and expiry change with every answer."""
+    if isinstance(record, dict):
+        return {key: unsigned(value) for key, value in record.items()}
+    if isinstance(record, list):
+        return [unsigned(value) for value in record]
+    if isinstance(record, str) and "/media/" in record and "signature=" in record:
+        return "/media/" + record.split("/media/", 1)[1].split("?", 1)[0]
+    return record
 
 
 def unit_body(checksum: str, collection: int = 1, **extra: object) -> dict:
@@ -435,9 +447,11 @@ def test_data_units_one_or_many_are_created_and_read_back(server: ReferenceServe
     [unit] = answer.json()  # one object in, still a list out
     assert set(unit) == {"id", "data_collection", "files", "meta", "groups", "created_at"}
     assert unit["data_collection"] == 1 and unit["groups"] == []
-    assert unit["files"] == {"primary": {"checksum": first, "path": "a/b.jpg"}}
+    url_path = unsigned(unit["files"]["primary"]["url"])  # a signed URL to the file's bytes (test_downloads)
+    assert isinstance(url_path, str) and re.fullmatch(r"/media/[0-9]+/b\.jpg", url_path), url_path
+    assert unsigned(unit["files"]) == {"primary": {"checksum": first, "path": "a/b.jpg", "url": url_path}}
     assert unit["meta"] == {"label": "cat", "deep": {"a": [1, 2.5, None]}}
-    assert alice.get(f"{url}{unit['id']}/").json() == unit
+    assert unsigned(alice.get(f"{url}{unit['id']}/").json()) == unsigned(unit)
 
     two_files = {
         "data_collection": 1,
@@ -451,7 +465,7 @@ def test_data_units_one_or_many_are_created_and_read_back(server: ReferenceServe
     assert made[0]["files"]["image"]["checksum"] == first  # stored lower-case, as data files are
     assert (made[0]["groups"], made[0]["meta"]) == (["train", 7], {})
     for each in made:
-        assert alice.get(f"{url}{each['id']}/").json() == each
+        assert unsigned(alice.get(f"{url}{each['id']}/").json()) == unsigned(each)
 
 
 def test_another_owner_s_unit_is_404(server: ReferenceServer, alice: Session, bob: Session) -> None:
@@ -485,7 +499,7 @@ def test_data_units_are_all_or_nothing(server: ReferenceServer, alice: Session) 
     # Nothing of the refused requests was kept: the next unit follows the last one made.
     [after] = alice.post(url, json=unit_body(checksum)).json()
     assert after["id"] == before["id"] + 1
-    assert alice.get(f"{url}{before['id'] + 1}/").json() == after
+    assert unsigned(alice.get(f"{url}{before['id'] + 1}/").json()) == unsigned(after)
 
 
 @pytest.mark.parametrize(
@@ -541,17 +555,24 @@ def test_a_model_from_a_chunked_upload(server: ReferenceServer) -> None:
             "parameters",
         }
         assert (model["name"], model["plugin"], model["parameters"]) == ("resnet", 3, {"lr": 0.1})
-        assert (model["file"], model["checksum"], model["size"]) == (upload["file"], md5(weights), len(weights))
+        assert (model["checksum"], model["size"]) == (md5(weights), len(weights))
+        assert unsigned(model["file"]) == f"/media/{upload['id']}/{upload['filename']}"  # a signed URL
         assert model["chunked_upload"] == upload["id"]
-        assert mine.get(f"{server.base_url}/models/{model['id']}/").json() == model
-        assert mine.get(f"{server.base_url}/models/").json() == {"count": 1, "results": [model]}
+        assert unsigned(mine.get(f"{server.base_url}/models/{model['id']}/").json()) == unsigned(model)
+        listed = {"count": 1, "next": None, "previous": None, "results": [unsigned(model)]}
+        assert unsigned(mine.get(f"{server.base_url}/models/").json()) == listed
         # A form works too; its fields are text.
         form = mine.post(f"{server.base_url}/models/", data={"name": "again", "chunked_upload": str(upload["id"])})
         assert form.status_code == 201 and form.json()["chunked_upload"] == upload["id"]
         assert mine.get(f"{server.base_url}/models/").json()["count"] == 2
         # Bob sees none of it, and cannot use alice's upload.
         assert his.get(f"{server.base_url}/models/{model['id']}/").status_code == 404
-        assert his.get(f"{server.base_url}/models/").json() == {"count": 0, "results": []}
+        assert his.get(f"{server.base_url}/models/").json() == {
+            "count": 0,
+            "next": None,
+            "previous": None,
+            "results": [],
+        }
         answer = his.post(f"{server.base_url}/models/", json={"name": "stolen", "chunked_upload": upload["id"]})
         assert answer.status_code == 400 and "not found or not complete" in answer.json()["detail"]
 
@@ -647,11 +668,11 @@ def test_every_record_survives_a_restart(tmp_path: Path) -> None:
             f"/data_units/{units[0]['id']}/": units[0],
             f"/tasks/{tasks[0]['id']}/": tasks[0],
             f"/models/{model['id']}/": model,
-            "/models/": {"count": 1, "results": [model]},
+            "/models/": {"count": 1, "next": None, "previous": None, "results": [model]},
         }
     with ReferenceServer(tmp_path, tokens=TOKENS) as second, session_for("alice-token") as s:
         for path, record in records.items():
-            assert s.get(second.base_url + path).json() == record, path
+            assert unsigned(s.get(second.base_url + path).json()) == unsigned(record), path
         checksums = [whole["checksum"], from_upload["checksum"]]
         answer = s.post(f"{second.base_url}/data_files/verify_checksums/", json={"checksums": checksums})
         assert answer.json() == {"checksums": checksums, "missing": []}

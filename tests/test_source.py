@@ -50,7 +50,6 @@ def test_digests_of_every_chunk(twin, sample) -> None:
 @given(size=st.integers(0, 70_000), chunk_size=st.integers(1, 40_000), chunk_md5=st.booleans(), xxh3=st.booleans())
 def test_twins_agree(tmp_path_factory, size: int, chunk_size: int, chunk_md5: bool, xxh3: bool) -> None:
     import engine._native as native
-
     import engine._pure as pure
 
     path = tmp_path_factory.mktemp("twins") / "f.bin"

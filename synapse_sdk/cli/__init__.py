@@ -112,6 +112,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--discard", action="store_true", help="benchmarks only: check the protocol, count bytes, store nothing"
     )
+    s3 = serve.add_argument_group("presigned uploads to an S3-compatible storage (needs boto3: the 's3' extra)")
+    s3.add_argument("--s3-endpoint", metavar="URL", help="the storage's endpoint, e.g. http://127.0.0.1:9000")
+    s3.add_argument("--s3-bucket", metavar="NAME", help="the bucket files go to")
+    s3.add_argument("--s3-region", default="us-east-1", help="default us-east-1")
+    s3.add_argument("--s3-public-endpoint", metavar="URL", help="endpoint signed into the URLs (default --s3-endpoint)")
+    s3.add_argument("--s3-prefix", default="uploads/", help="key prefix (default uploads/)")
+    s3.add_argument("--s3-create-bucket", action="store_true", help="create the bucket if it does not exist")
+    s3.add_argument(
+        "--s3-multipart-threshold", type=parse_size, default=100 * 1024**2, help="multipart above this (default 100MiB)"
+    )
+    s3.add_argument(
+        "--s3-part-size", type=parse_size, default=100 * 1024**2, help="multipart part size (default 100MiB)"
+    )
 
     cleanup = commands.add_parser("cleanup", help="delete the reference server's expired open uploads")
     cleanup.add_argument("--data-dir", type=Path, default=Path("synapse-data"), help="of a stopped server")
@@ -164,6 +177,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if (args.certfile is None) != (args.keyfile is None):
                 raise SystemExit("synapse-upload: --certfile and --keyfile go together")
+            s3 = None
+            if (args.s3_endpoint is None) != (args.s3_bucket is None):
+                raise SystemExit("synapse-upload: --s3-endpoint and --s3-bucket go together")
+            if args.s3_endpoint is not None:
+                from synapse_sdk.server.presigned import S3Config
+
+                # Credentials come from the environment, as boto3 reads them (AWS_ACCESS_KEY_ID...).
+                s3 = S3Config(
+                    args.s3_endpoint,
+                    args.s3_bucket,
+                    region=args.s3_region,
+                    public_endpoint_url=args.s3_public_endpoint,
+                    prefix=args.s3_prefix,
+                    multipart_threshold=args.s3_multipart_threshold,
+                    part_size=args.s3_part_size,
+                    create_bucket=args.s3_create_bucket,
+                )
             rate_limit = None
             if args.rate_limit is not None:
                 rate_limit = (args.rate_limit, args.rate_burst or max(1, int(args.rate_limit)))
@@ -179,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 certfile=args.certfile,
                 keyfile=args.keyfile,
                 discard=args.discard,
+                s3=s3,
             )
             return 0
         if args.command == "cleanup":

@@ -12,13 +12,14 @@ the server's ``detail``. This module knows nothing of uploads.
 from __future__ import annotations
 
 import json as jsonlib
+import math
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -26,8 +27,10 @@ from urllib3 import encode_multipart_formdata
 from urllib3.util.retry import Retry
 
 from engine import retry as retrying
+from engine.errors import ClientError
 from engine.retry import RetryPolicy
 from engine.transport import Response, Transport
+from synapse_sdk.utils.file.download import files_url_to_path_from_objs
 
 __all__ = ["BaseClient"]
 
@@ -128,7 +131,9 @@ class BaseClient:
         client's policy for this request.
         """
         url = self._url(path)
-        query = {**self.default_params, **(params or {})}
+        # A ``next`` URL of a paginated list already carries the default parameters.
+        present = {key for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+        query = {**{k: v for k, v in self.default_params.items() if k not in present}, **(params or {})}
         if query:
             url += ("&" if "?" in url else "?") + urlencode(query, doseq=True)
         all_headers = {**self._get_headers(), **(headers or {})}
@@ -155,8 +160,112 @@ class BaseClient:
         )
         return _parsed(answer)
 
-    def _get(self, path: str, **kwargs: Any) -> Any:
-        return self._request("GET", path, **kwargs)
+    def _get(
+        self,
+        path: str,
+        url_conversion: dict[str, Any] | None = None,
+        response_model: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """GET ``path``; as synapse-sdk's, with its two optional steps.
+
+        ``url_conversion`` (``{"files_fields": [...], "is_list": bool,
+        "coerce": fn}``) downloads the files the answer names by URL into
+        the SDK's cache folder and puts their ``Path`` in their place (see
+        ``files_url_to_path_from_objs``); with ``is_list`` in the answer's
+        ``results``, concurrently. The downloads use this client's pool,
+        TLS settings and retry policy. ``response_model`` (a pydantic model)
+        validates the answer, which is returned as it is.
+        """
+        response = self._request("GET", path, **kwargs)
+        if url_conversion and isinstance(response, dict):
+            conversion = {"files_fields": [], **url_conversion}
+            if conversion.get("is_list", False):
+                conversion["is_async"] = True  # as synapse-sdk: a page's files concurrently
+                objs = response["results"]
+            else:
+                objs = response
+            files_url_to_path_from_objs(objs, **conversion, transport=self.transport, retry=self.retry)
+        if response_model is not None:
+            return self._validate_response(response, response_model)
+        return response
+
+    def _list(
+        self,
+        path: str,
+        url_conversion: dict[str, Any] | None = None,
+        list_all: bool = False,
+        params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A paginated list: one page's answer or, with ``list_all``, ``(generator of every result, count)``.
+
+        As synapse-sdk's: the walk follows each page's ``next`` URL, asking
+        for ``page_size=self.page_size`` unless ``params`` names one. Its
+        options are kept: ``throttle_seconds`` (a pause between pages) and
+        ``page_failures`` (a list: a page that fails is recorded there and
+        the walk goes on at the next page number, where pages are numbered).
+        ``page_retries``/``page_retry_backoff`` are accepted and have nothing
+        to add: every page is already retried by this client's policy.
+        """
+        params = {} if params is None else params
+        if not list_all:
+            return self._get(path, url_conversion, params=params, **kwargs)
+        request_params = {"page_size": self.page_size, **params}
+        throttle = float(kwargs.pop("throttle_seconds", 0.0) or 0.0)
+        kwargs.pop("page_retries", None)
+        kwargs.pop("page_retry_backoff", None)
+        page_failures: list[dict[str, Any]] | None = kwargs.pop("page_failures", None)
+        if isinstance(kwargs.get("timeout"), dict):
+            kwargs["timeout"] = (kwargs["timeout"]["connect"], kwargs["timeout"]["read"])
+        first = self._get(path, url_conversion, params=request_params, **kwargs)
+        count = first.get("count", 0)
+        last_page = _last_page(count, request_params.get("page_size"))
+
+        def walk() -> Iterator[Any]:
+            yield from first["results"]
+            next_url = first.get("next")
+            while next_url:
+                if throttle > 0:
+                    self.sleep(throttle)
+                try:
+                    page = self._get(next_url, url_conversion, **kwargs)
+                except ClientError as error:
+                    if page_failures is None:
+                        raise
+                    page_failures.append(
+                        {"page": _page_number(next_url), "url": next_url, "error": f"{type(error).__name__}: {error}"}
+                    )
+                    next_url = _page_after(next_url, last_page)
+                    continue
+                yield from page["results"]
+                next_url = page.get("next")
+
+        return walk(), count
+
+    def _list_all(
+        self,
+        path: str,
+        url_conversion: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """Every result of a paginated list, page by page (following ``next``), as a generator."""
+        request_params = {"page_size": self.page_size, **(params or {})}
+        page = self._get(path, url_conversion, params=request_params, **kwargs)
+        while True:
+            yield from page["results"]
+            next_url = page.get("next")
+            if not next_url:
+                return
+            page = self._get(next_url, url_conversion, **kwargs)
+
+    def exists(self, api: str, *args: Any, **kwargs: Any) -> bool:
+        """Whether the list method named ``api`` (e.g. ``"list_models"``) finds anything: its ``count`` > 0."""
+        method = getattr(self, api, None)
+        if not callable(method):
+            raise AttributeError(f"{type(self).__name__} has no method {api!r} to ask")
+        return method(*args, **kwargs)["count"] > 0
 
     def _post(self, path: str, request_model: Any = None, response_model: Any = None, **kwargs: Any) -> Any:
         return self._mutate("POST", path, request_model, response_model, **kwargs)
@@ -237,3 +346,27 @@ class BaseClient:
 def _parsed(answer: Response) -> Any:
     """The answer's JSON (or text, as synapse-sdk returns it); ``None`` for 204."""
     return None if answer.status == 204 else answer.detail
+
+
+def _last_page(count: Any, page_size: Any) -> int | None:
+    """The number of a list's last page, when its size can be known."""
+    try:
+        count, page_size = int(count), int(page_size)
+    except (TypeError, ValueError):
+        return None
+    return max(1, math.ceil(count / page_size)) if page_size > 0 else None
+
+
+def _page_number(url: str) -> int | None:
+    value = dict(parse_qsl(urlsplit(url).query)).get("page", "")
+    return int(value) if value.isdigit() else None
+
+
+def _page_after(url: str, last_page: int | None) -> str | None:
+    """The URL of the page after ``url``'s, or None: not numbered (a cursor dies with its page), or the last."""
+    number = _page_number(url)
+    if number is None or (last_page is not None and number + 1 > last_page):
+        return None
+    parts = urlsplit(url)
+    query = [(k, str(number + 1) if k == "page" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query)))

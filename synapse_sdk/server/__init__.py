@@ -6,7 +6,8 @@ SQLite records and files on disk (``store``), parsing bodies as they stream
 in (``multipart``), with limits (file size, per-user quota, per-token rate),
 an idempotent create, TLS and byte counters. Around the uploads it keeps the
 records the data-collection and model clients create (``catalog``: data
-files, collections, units, models, tasks). It is a test and benchmark
+files, collections, units, models, tasks) and, given an S3-compatible storage
+(``presigned``), hands out presigned URLs of it and confirms what lands there. It is a test and benchmark
 server, not a production backend: it serves no files back, and expired
 uploads are deleted only by ``run_cleanup`` (``synapse-upload cleanup``).
 

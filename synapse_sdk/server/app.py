@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from engine import wire
 from synapse_sdk.server.catalog import (
@@ -45,6 +45,7 @@ from synapse_sdk.server.catalog import (
     parse_units,
 )
 from synapse_sdk.server.limits import RateLimiter
+from synapse_sdk.server.media import MEDIA_PREFIX, MediaFiles, MediaSigner
 from synapse_sdk.server.multipart import (
     MultipartError,
     MultipartParser,
@@ -54,6 +55,7 @@ from synapse_sdk.server.multipart import (
     boundary_from_content_type,
     parse_options_header,
 )
+from synapse_sdk.server.presigned import PresignedApi, PresignError, S3Config
 from synapse_sdk.server.store import Chunk, Owner, Store, Upload
 
 __all__ = ["BLOCK_SIZE", "HttpError", "UploadApp"]
@@ -174,6 +176,8 @@ class UploadApp:
         max_upload_size: int | None = None,
         block_size: int = BLOCK_SIZE,
         rate_limiter: RateLimiter | None = None,
+        media_signer: MediaSigner | None = None,
+        s3: S3Config | None = None,
     ) -> None:
         self._store = store
         self._tokens = dict(tokens)
@@ -181,6 +185,9 @@ class UploadApp:
         self._block_size = block_size
         self._rate_limiter = rate_limiter
         self._catalog = Catalog(store)  # creates its tables when missing
+        # Files of models and data units are handed out as signed, expiring URLs (media.py).
+        self._signer = media_signer or MediaSigner()
+        self._media = MediaFiles(self._signer, lambda upload_id: store.completed_path(upload_id))
         # Per kind of record: the handlers of its list URL and of an item's URL.
         self._catalog_routes: dict[str, tuple[dict[str, Handler], dict[str, Handler]]] = {
             "data_files": ({"POST": self._create_data_file}, {"GET": self._get_data_file}),
@@ -188,12 +195,27 @@ class UploadApp:
                 {"GET": self._list_collections, "POST": self._create_collection},
                 {"GET": self._get_collection},
             ),
-            "data_units": ({"POST": self._create_data_units}, {"GET": self._get_data_unit}),
+            "data_units": (
+                {"GET": self._list_data_units, "POST": self._create_data_units},
+                {"GET": self._get_data_unit},
+            ),
             "models": ({"GET": self._list_models, "POST": self._create_model}, {"GET": self._get_model}),
             "tasks": ({"POST": self._create_tasks}, {"GET": self._get_task}),
         }
+        # Presigned uploads to object storage (``s3`` None: storages/ lists none, the rest is 404).
+        presigned = PresignedApi(
+            store,
+            self._catalog,
+            s3,
+            read_json=self._read_json,
+            owner_of=lambda r: r.owner,
+            max_upload_size=max_upload_size,
+        )
+        self._presigned_routes = presigned.routes()
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(MEDIA_PREFIX):
+            return self._media(environ, start_response)  # signed URLs: no token, bytes not JSON
         body = _Body(environ, self._block_size)
         headers: list[Header] = []
         payload: Payload
@@ -203,6 +225,8 @@ class UploadApp:
             status, payload, headers = error.status, error.body, error.headers
         except Invalid as error:  # a record's content, refused by catalog
             status, payload = 400, {"detail": str(error)}
+        except PresignError as error:
+            status, payload = error.status, {"detail": error.detail}
         except OSError as error:
             # The chunk was truncated away on the way out; the client may retry later.
             if error.errno == errno.EDQUOT:  # the user's quota here, or the file system's
@@ -244,6 +268,8 @@ class UploadApp:
                 handlers, raw_id = {"POST": self._verify_checksums}, None
             else:
                 handlers = self._catalog_routes[kind][raw_id is not None]
+        elif (presigned := self._presigned_routes.get(path.strip("/"))) is not None:
+            handlers = presigned
         else:
             raise HttpError(404, "Not found.")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -409,24 +435,59 @@ class UploadApp:
 
     def _create_data_units(self, request: _Request) -> tuple[int, Payload]:
         units = self._catalog.add_data_units(request.owner, parse_units(self._read_json(request)))
-        return 201, [_unit_record(unit) for unit in units]
+        return 201, self._with_urls(request, units)
 
     def _get_data_unit(self, request: _Request) -> tuple[int, Payload]:
-        return 200, _unit_record(_found(self._catalog.data_unit(request.owner, _item(request))))
+        unit = _found(self._catalog.data_unit(request.owner, _item(request)))
+        return 200, self._with_urls(request, [unit])[0]
+
+    def _list_data_units(self, request: _Request) -> tuple[int, Payload]:
+        page, size, query = _paging(request.environ)
+        collection = query.get("data_collection")
+        if collection is not None and not _UPLOAD_ID.fullmatch(collection):
+            raise HttpError(400, f"data_collection must be a collection id (a decimal number), not {collection[:40]!r}")
+        number = None if collection is None else int(collection)
+        count, units = self._catalog.data_units(request.owner, (page - 1) * size, size, number)
+        return 200, _page(request.environ, page, size, count, self._with_urls(request, units))
+
+    def _with_urls(self, request: _Request, units: list[DataUnit]) -> list[object]:
+        """The units' records, each file with a signed ``url`` to its bytes."""
+        checksums = [entry["checksum"] for unit in units for entry in unit.files.values()]
+        uploads = self._catalog.uploads_by_checksum(request.owner, checksums)
+        base = _base_url(request.environ)
+        records: list[object] = []
+        for unit in units:
+            record = _unit_record(unit)
+            record["files"] = {
+                name: {**entry, "url": self._signer.url(base, uploads[entry["checksum"]], str(entry.get("path", name)))}
+                if entry["checksum"] in uploads
+                else entry
+                for name, entry in unit.files.items()
+            }
+            records.append(record)
+        return records
 
     def _create_model(self, request: _Request) -> tuple[int, Payload]:
         fields = self._read_fields(request)
         check_depth(fields)  # the fields are echoed in every answer about the model
         name, upload_id, kept = parse_model(fields)
         upload = self._complete_upload(request, upload_id)
-        return 201, _model_record(self._catalog.add_model(request.owner, name, upload, kept))
+        return 201, self._model_record(request, self._catalog.add_model(request.owner, name, upload, kept))
 
     def _get_model(self, request: _Request) -> tuple[int, Payload]:
-        return 200, _model_record(_found(self._catalog.model(request.owner, _item(request))))
+        return 200, self._model_record(request, _found(self._catalog.model(request.owner, _item(request))))
 
     def _list_models(self, request: _Request) -> tuple[int, Payload]:
-        results: list[object] = [_model_record(model) for model in self._catalog.models(request.owner)]
-        return 200, {"count": len(results), "results": results}
+        page, size, _ = _paging(request.environ)
+        count = self._catalog.model_count(request.owner)
+        models = self._catalog.models(request.owner, (page - 1) * size, size)
+        return 200, _page(request.environ, page, size, count, [self._model_record(request, m) for m in models])
+
+    def _model_record(self, request: _Request, model: Model) -> dict[str, object]:
+        """The model's record, its ``file`` a signed URL to the bytes (as a backend hands out)."""
+        upload = self._store.get(model.upload_id, request.owner)
+        filename = upload.filename if upload is not None and upload.filename else model.name
+        return {**_model_record(model), "file": self._signer.url(_base_url(request.environ), model.upload_id, filename)}
 
     def _create_tasks(self, request: _Request) -> tuple[int, Payload]:
         project, unit_ids = parse_tasks(self._read_json(request))
@@ -653,6 +714,42 @@ def _unit_record(unit: DataUnit) -> dict[str, object]:
         "meta": unit.meta,
         "groups": unit.groups,
         "created_at": _timestamp(unit.created_at),
+    }
+
+
+#: Page sizes of the paginated lists: the default, and the most a request may ask for.
+PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+
+
+def _paging(environ: Mapping[str, Any]) -> tuple[int, int, dict[str, str]]:
+    """``?page=`` (from 1) and ``?page_size=`` of a list request, and its whole query."""
+    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    page_text, size_text = query.get("page", "1"), query.get("page_size", str(PAGE_SIZE))
+    if not page_text.isdigit() or not 1 <= int(page_text) <= 10**9:
+        raise HttpError(400, f"page must be a page number from 1, not {page_text[:40]!r}")
+    if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_PAGE_SIZE:
+        raise HttpError(400, f"page_size must be a number from 1 to {MAX_PAGE_SIZE}, not {size_text[:40]!r}")
+    return int(page_text), int(size_text), query
+
+
+def _page(environ: Mapping[str, Any], page: int, size: int, count: int, results: list[object]) -> dict[str, object]:
+    """One page as Django REST framework's page-number pagination answers it: count, next, previous, results."""
+    last = max(1, math.ceil(count / size))
+    if page > last:
+        raise HttpError(404, "Invalid page.")
+    query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    here = _base_url(environ) + environ.get("PATH_INFO", "")
+
+    def link(number: int) -> str:
+        rest = [(key, value) for key, value in query if key != "page"]
+        return f"{here}?{urlencode([*rest, ('page', str(number))])}"
+
+    return {
+        "count": count,
+        "next": link(page + 1) if page < last else None,
+        "previous": link(page - 1) if page > 1 else None,
+        "results": results,
     }
 
 

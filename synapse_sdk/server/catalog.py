@@ -145,7 +145,7 @@ class Collection:
 @dataclass(frozen=True, slots=True)
 class DataFile:
     id: int
-    path: Path
+    path: Path | str  # a stored upload's file, or an object storage's URL (``s3://bucket/key``)
     checksum: str
     size: int
     created_at: datetime
@@ -180,6 +180,7 @@ class Model:
     size: int
     fields: dict[str, Any]  # the other fields the request gave, ``chunked_upload`` among them
     created_at: datetime
+    upload_id: int = 0  # the complete upload whose file is the model's
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,9 @@ class Catalog:
         with store.transaction() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            # Data files confirmed in object storage (presigned uploads) have a location instead of an upload.
+            if "location" not in {row[1] for row in db.execute("PRAGMA table_info(data_files)")}:
+                db.execute("ALTER TABLE data_files ADD COLUMN location TEXT")
 
     # -- data files ----------------------------------------------------------
 
@@ -214,17 +218,30 @@ class Catalog:
         assert cursor.lastrowid is not None
         return DataFile(cursor.lastrowid, upload.path, upload.checksum, upload.total, now)
 
+    def add_stored_file(self, owner: Owner, location: str, checksum: str, size: int) -> DataFile:
+        """A new data file of ``owner`` whose bytes are elsewhere (``location``: an object storage URL)."""
+        now = _now()
+        with self._store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO data_files (user, tenant, upload_id, checksum, size, created_at, location)"
+                " VALUES (?, ?, 0, ?, ?, ?, ?)",
+                (owner.user, owner.tenant, checksum, size, now.isoformat(), location),
+            )
+        assert cursor.lastrowid is not None
+        return DataFile(cursor.lastrowid, location, checksum, size, now)
+
     def data_file(self, owner: Owner, file_id: int) -> DataFile | None:
         with self._store.transaction() as db:
             row = db.execute(
-                "SELECT id, upload_id, checksum, size, created_at FROM data_files"
+                "SELECT id, upload_id, checksum, size, created_at, location FROM data_files"
                 " WHERE id = ? AND user = ? AND tenant = ?",
                 (file_id, owner.user, owner.tenant),
             ).fetchone()
         if row is None:
             return None
-        file_id, upload_id, checksum, size, created = row
-        return DataFile(file_id, self._store.completed_path(upload_id), checksum, size, _time(created))
+        file_id, upload_id, checksum, size, created, location = row
+        path = location if location is not None else self._store.completed_path(upload_id)
+        return DataFile(file_id, path, checksum, size, _time(created))
 
     def held_checksums(self, owner: Owner, checksums: Iterable[str]) -> set[str]:
         """Those of ``checksums`` (lower-case hex) that ``owner`` holds as data files."""
@@ -314,6 +331,35 @@ class Catalog:
         unit_id, collection, files, meta, groups, created = row
         return DataUnit(unit_id, collection, json.loads(files), json.loads(meta), json.loads(groups), _time(created))
 
+    def data_units(
+        self, owner: Owner, offset: int = 0, limit: int | None = None, collection: int | None = None
+    ) -> tuple[int, list[DataUnit]]:
+        """How many units the owner has (in ``collection``, if given), and those of one page, in id order."""
+        where = "user = ? AND tenant = ?" + ("" if collection is None else " AND collection = ?")
+        args: tuple[Any, ...] = (owner.user, owner.tenant) + (() if collection is None else (collection,))
+        with self._store.transaction() as db:
+            (count,) = db.execute(f"SELECT COUNT(*) FROM data_units WHERE {where}", args).fetchone()
+            rows = db.execute(
+                f"SELECT id, collection, files, meta, groups, created_at FROM data_units WHERE {where}"
+                " ORDER BY id LIMIT ? OFFSET ?",
+                (*args, -1 if limit is None else limit, offset),
+            ).fetchall()
+        units = [
+            DataUnit(unit_id, number, json.loads(files), json.loads(meta), json.loads(groups), _time(created))
+            for unit_id, number, files, meta, groups, created in rows
+        ]
+        return count, units
+
+    def uploads_by_checksum(self, owner: Owner, checksums: Iterable[str]) -> dict[str, int]:
+        """For each of ``checksums`` the owner holds as a data file, the upload holding its bytes (the latest)."""
+        with self._store.transaction() as db:
+            rows = db.execute(
+                "SELECT checksum, MAX(upload_id) FROM data_files WHERE user = ? AND tenant = ? AND location IS NULL"
+                " AND checksum IN (SELECT value FROM json_each(?)) GROUP BY checksum",
+                (owner.user, owner.tenant, json.dumps(sorted(set(checksums)))),
+            ).fetchall()
+        return dict(rows)
+
     # -- models --------------------------------------------------------------
 
     def add_model(self, owner: Owner, name: str, upload: Upload, fields: Mapping[str, Any]) -> Model:
@@ -337,7 +383,7 @@ class Catalog:
                 ),
             )
         assert cursor.lastrowid is not None
-        return Model(cursor.lastrowid, name, upload.path, upload.checksum, upload.total, fields, now)
+        return Model(cursor.lastrowid, name, upload.path, upload.checksum, upload.total, fields, now, upload.id)
 
     def model(self, owner: Owner, model_id: int) -> Model | None:
         with self._store.transaction() as db:
@@ -347,18 +393,25 @@ class Catalog:
             ).fetchone()
         return None if row is None else self._model(row)
 
-    def models(self, owner: Owner) -> list[Model]:
+    def models(self, owner: Owner, offset: int = 0, limit: int | None = None) -> list[Model]:
+        """The owner's models in id order; ``offset``/``limit`` for one page."""
         with self._store.transaction() as db:
             rows = db.execute(
-                f"SELECT {_MODEL_COLUMNS} FROM models WHERE user = ? AND tenant = ? ORDER BY id",
-                (owner.user, owner.tenant),
+                f"SELECT {_MODEL_COLUMNS} FROM models WHERE user = ? AND tenant = ? ORDER BY id LIMIT ? OFFSET ?",
+                (owner.user, owner.tenant, -1 if limit is None else limit, offset),
             ).fetchall()
         return [self._model(row) for row in rows]
+
+    def model_count(self, owner: Owner) -> int:
+        with self._store.transaction() as db:
+            query = "SELECT COUNT(*) FROM models WHERE user = ? AND tenant = ?"
+            (count,) = db.execute(query, (owner.user, owner.tenant)).fetchone()
+        return count
 
     def _model(self, row: tuple) -> Model:
         model_id, name, upload_id, checksum, size, fields, created = row
         path = self._store.completed_path(upload_id)
-        return Model(model_id, name, path, checksum, size, json.loads(fields), _time(created))
+        return Model(model_id, name, path, checksum, size, json.loads(fields), _time(created), upload_id)
 
     # -- tasks ---------------------------------------------------------------
 

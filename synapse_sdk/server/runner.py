@@ -24,6 +24,8 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
+from synapse_sdk.server.media import MediaSigner
+from synapse_sdk.server.presigned import S3Config
 from synapse_sdk.server.store import Store, Upload
 from synapse_sdk.server.wire import Connection, with_readinto
 
@@ -39,7 +41,8 @@ class ReferenceServer:
     Limits, all off by default: ``max_upload_size`` (bytes of one file, 413),
     ``quota`` (bytes of all of a user's uploads, 507) and ``rate_limit``
     (``(per_second, burst)`` requests per token, 429), whose clock is
-    ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS.
+    ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS. With
+    ``s3`` (an ``S3Config``) it hands out presigned URLs of that storage.
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class ReferenceServer:
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         discard: bool = False,
+        media_ttl: float = 3600.0,
+        s3: S3Config | None = None,
     ) -> None:
         if (certfile is None) != (keyfile is None):
             raise ValueError("TLS needs both certfile and keyfile")
@@ -74,6 +79,8 @@ class ReferenceServer:
         self.certfile = certfile
         self.keyfile = keyfile
         self.discard = discard
+        self.media_ttl = media_ttl
+        self.s3 = s3
         self._store: Store | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
@@ -101,7 +108,10 @@ class ReferenceServer:
         store = store_class(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
-            app = UploadApp(store, self.tokens, self.max_upload_size, rate_limiter=limiter)
+            signer = MediaSigner(ttl=self.media_ttl)
+            app = UploadApp(
+                store, self.tokens, self.max_upload_size, rate_limiter=limiter, media_signer=signer, s3=self.s3
+            )
             server = wsgi.Server((self.host, self.port), with_readinto(app), numthreads=self.threads)
             server.ConnectionClass = Connection
             # stop() waits for the serve loop's next wake-up (0.5 s by default):
@@ -160,6 +170,9 @@ def run_forever(
         with ReferenceServer(data_dir, host, port, tokens={token: "user"}, **options) as server:
             print(f"Serving chunked uploads on {server.base_url}/ (data in {server.data_dir})", flush=True)
             print(f"Access token: {token}", flush=True)
+            if server.s3 is not None:
+                where = server.s3.public_endpoint_url or server.s3.endpoint_url
+                print(f"Presigned uploads go to bucket {server.s3.bucket} at {where}", flush=True)
             stopping.wait()
     finally:
         for sig, handler in previous.items():

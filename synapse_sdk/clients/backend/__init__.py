@@ -21,16 +21,24 @@ from typing import Any
 
 from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
+from synapse_sdk.clients.backend.bulk_upload.mixin import BulkUploadClientMixin
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.backend.data_collection import DataCollectionClientMixin
 from synapse_sdk.clients.backend.ml import MLClientMixin
 from synapse_sdk.clients.backend.ray_executor import RayExecutor
 from synapse_sdk.clients.base import BaseClient
 
-__all__ = ["BackendClient", "CoreClientMixin", "DataCollectionClientMixin", "MLClientMixin", "RayExecutor"]
+__all__ = [
+    "BackendClient",
+    "BulkUploadClientMixin",
+    "CoreClientMixin",
+    "DataCollectionClientMixin",
+    "MLClientMixin",
+    "RayExecutor",
+]
 
 
-class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, BaseClient):
+class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, BulkUploadClientMixin, BaseClient):
     """Synchronous client for the Synapse backend API; safe to share between threads."""
 
     name = "Backend"

@@ -102,6 +102,35 @@ class DataCollectionClientMixin:
     def get_data_unit(self, unit_id: int, *, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._get(f"data_units/{unit_id}/", params=params)
 
+    def list_data_units(
+        self,
+        params: dict[str, Any] | None = None,
+        *,
+        url_conversion: dict[str, Any] | None = None,
+        list_all: bool = False,
+        page_size: int = 100,
+        timeout: int = 60,
+    ) -> Any:
+        """Data units, their ``files`` downloaded (each file's ``url`` becomes a local ``path``).
+
+        As in synapse-sdk: one page (``{"count", "next", "previous",
+        "results"}``), or with ``list_all`` a ``(generator, count)`` pair that
+        walks every page. ``url_conversion`` defaults to ``{"files_fields":
+        ["files"], "is_list": True}`` (``{}`` to keep the URLs); ``timeout``
+        is the read timeout of each page, whose files download concurrently.
+        ``params`` filter (e.g. ``{"data_collection": 1}``); it is not changed.
+        """
+        if url_conversion is None:
+            url_conversion = {"files_fields": ["files"], "is_list": True}
+        query = {"page_size": page_size, **(params or {})}
+        return self._list(
+            "data_units/",
+            params=query,
+            url_conversion=url_conversion,
+            list_all=list_all,
+            timeout=(self.timeout["connect"], timeout),
+        )
+
     def create_data_units(self, data: dict[str, Any] | list[dict[str, Any]]) -> Any:
         """Bind uploaded files to a collection: one unit or a list of them."""
         return self._post("data_units/", data=data)
