@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.wire import format_content_range
+
 __all__ = ["DEFAULT_CHUNK_SIZE", "Chunk", "chunk_at", "plan_chunks"]
 
 #: The published SDK's chunk size, and the default here.
@@ -25,7 +27,7 @@ class Chunk:
     @property
     def content_range(self) -> str:
         """The ``Content-Range`` header value (its end is inclusive)."""
-        return f"bytes {self.start}-{self.end - 1}/{self.total}"
+        return format_content_range(self.start, self.end, self.total)
 
 
 def _check_chunk_size(chunk_size: int) -> None:

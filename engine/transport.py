@@ -2,7 +2,7 @@
 
 It sends requests and returns answers; it maps network failures to the
 ``ClientError`` hierarchy but leaves HTTP statuses to the caller, which knows
-which 400s are protocol signals (``expected_offset``) rather than errors.
+(the protocol machine) which 400s are signals (``expected_offset``) rather than errors.
 It does not retry: retry policy belongs to the caller.
 
 It honours the environment a requests user relies on: ``HTTP(S)_PROXY``,
@@ -51,6 +51,7 @@ from engine.errors import (
 )
 from engine.errors import HTTPError as ClientHTTPError
 from engine.source import FileRange
+from engine.wire import RETRY_AFTER
 
 __all__ = ["MAX_REDIRECTS", "Response", "Transport", "read_body"]
 
@@ -85,7 +86,7 @@ class Response:
 
     @property
     def retry_after(self) -> float | None:
-        value = self.headers.get("Retry-After")
+        value = self.headers.get(RETRY_AFTER)
         try:
             return float(value) if value is not None else None
         except ValueError:

@@ -27,6 +27,7 @@ from http import HTTPStatus
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+from engine import wire
 from synapse_sdk.server.catalog import (
     Catalog,
     Collection,
@@ -68,7 +69,7 @@ MAX_FIELD_BYTES: Final = 64 * 1024
 MAX_FIELDS: Final = 64
 MAX_FORM_BYTES: Final = 1 << 20
 
-_ROUTE: Final = re.compile(r"/chunked_upload(?:/([^/]+))?/?")
+_ROUTE: Final = re.compile(rf"/{wire.COLLECTION}(?:/([^/]+))?/?")
 _STATS_ROUTE: Final = re.compile(r"/_stats/?")
 _CATALOG_ROUTE: Final = re.compile(r"/(data_files|data_collections|data_units|models|tasks)(?:/([^/]+))?/?")
 _NOUNS: Final = {
@@ -82,7 +83,6 @@ _NOUNS: Final = {
 _UPLOAD_ID: Final = re.compile(r"[0-9]{1,18}")
 # The extension's key is opaque to the server: any printable ASCII.
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x20-\x7e]{1,200}")
-_CONTENT_RANGE: Final = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18})")
 _HEX_MD5: Final = re.compile(r"[0-9a-fA-F]{32}")
 _HEX_XXH3: Final = _HEX_MD5  # xxh3-128 is 16 bytes too
 
@@ -100,7 +100,7 @@ class HttpError(Exception):
     def __init__(self, status: int, detail: str, headers: Iterable[Header] = (), **extra: object) -> None:
         super().__init__(detail)
         self.status = status
-        self.body: dict[str, object] = {"detail": detail, **extra}
+        self.body: dict[str, object] = {wire.DETAIL: detail, **extra}
         self.headers = list(headers)
 
 
@@ -299,7 +299,7 @@ class UploadApp:
             if wait > 0:
                 retry_after = max(1, math.ceil(wait))
                 detail = f"Request was throttled. Expected available in {retry_after} seconds."
-                raise HttpError(429, detail, [("Retry-After", str(retry_after))])
+                raise HttpError(429, detail, [(wire.RETRY_AFTER, str(retry_after))])
         tenant = environ.get("HTTP_SYNAPSE_TENANT")
         if tenant is None:
             return Owner(user)
@@ -323,7 +323,7 @@ class UploadApp:
                 # A repeated create (its first answer was lost): store nothing,
                 # answer the upload it made; the client continues from its offset.
                 if existing.total != total:
-                    detail = f"Idempotency-Key was used for an upload of {existing.total} bytes, not {total}"
+                    detail = f"{wire.IDEMPOTENCY_KEY} was used for an upload of {existing.total} bytes, not {total}"
                     raise HttpError(422, detail)
                 return 200, self._record(request, existing)
             size = end - start + 1
@@ -334,7 +334,7 @@ class UploadApp:
                 with self._store.append(reserved, limit=size, verify=checks) as chunk:
                     form = self._receive(request, chunk)
                     _check_chunk(form, chunk, size, checks)
-                    upload = self._store.commit(chunk, filename=_filename(form.fields.get("filename")))
+                    upload = self._store.commit(chunk, filename=_filename(form.fields.get(wire.FILENAME)))
             finally:
                 if upload is None:
                     self._store.discard(reserved)
@@ -352,8 +352,8 @@ class UploadApp:
             _check_open(upload)
             if start != upload.offset:
                 # The resume signal: the client re-aligns to expected_offset.
-                mismatch = {"expected_offset": upload.offset, "provided_offset": start}
-                raise HttpError(400, "Offsets do not match", **mismatch)
+                mismatch = {wire.EXPECTED_OFFSET: upload.offset, wire.PROVIDED_OFFSET: start}
+                raise HttpError(400, wire.OFFSETS_DO_NOT_MATCH, **mismatch)
             size = end - start + 1
             self._store.check_quota(upload.owner, size)
             with self._store.append(upload, limit=size, verify=checks) as chunk:
@@ -378,11 +378,11 @@ class UploadApp:
                 raise HttpError(
                     400,
                     f"the upload is incomplete: {upload.offset} of {upload.total} bytes received",
-                    expected_offset=upload.offset,
+                    **{wire.EXPECTED_OFFSET: upload.offset},
                 )
             stored = self._store.running_md5(upload)
             if stored is not None and stored != md5:  # None: a discarding store hashed nothing
-                raise HttpError(400, "checksum does not match")
+                raise HttpError(400, wire.CHECKSUM_DOES_NOT_MATCH)
             upload = self._store.complete(upload, md5)
         return 200, self._record(request, upload)
 
@@ -523,7 +523,7 @@ class UploadApp:
                     self._check_limit(chunk.received)
                     md5 = chunk.running.hexdigest()
                     check(form, md5)
-                    filename = form.fields.get("filename") or form.file.filename or ""
+                    filename = form.fields.get(wire.FILENAME) or form.file.filename or ""
                     upload = self._store.commit(chunk, filename=_filename(filename), total=chunk.size)
             finally:
                 if upload is None:
@@ -566,7 +566,7 @@ class UploadApp:
                                 if len(text) + len(view) > MAX_FIELD_BYTES:
                                     raise HttpError(400, f"field {name[:80]!r} is over {MAX_FIELD_BYTES} bytes")
                                 text += view
-                        case PartStart(name="file"):
+                        case PartStart(name=wire.FILE):
                             if form.file is not None:
                                 raise HttpError(400, "the form has more than one 'file' part")
                             form.file = event
@@ -620,13 +620,13 @@ class UploadApp:
 
     def _record(self, request: _Request, upload: Upload) -> dict[str, object]:
         record: dict[str, object] = {
-            "id": upload.id,
-            "url": f"{_base_url(request.environ)}/chunked_upload/{upload.id}/",
-            "offset": upload.offset,
-            "filename": upload.filename,
+            wire.ID: upload.id,
+            wire.URL: f"{_base_url(request.environ)}/{wire.COLLECTION}/{upload.id}/",
+            wire.OFFSET: upload.offset,
+            wire.FILENAME: upload.filename,
             "status": upload.status,
             "created_at": _timestamp(upload.created_at),
-            "completed_at": _timestamp(upload.completed_at),
+            wire.COMPLETED_AT: _timestamp(upload.completed_at),
             "expires_at": _timestamp(upload.expires_at),
         }
         if upload.complete:
@@ -636,15 +636,15 @@ class UploadApp:
 
 def _check_whole_upload(form: _Form, md5: str) -> None:
     if _md5_field(form.fields) != md5:
-        raise HttpError(400, "checksum does not match")
+        raise HttpError(400, wire.CHECKSUM_DOES_NOT_MATCH)
 
 
 def _check_whole_data_file(form: _Form, md5: str) -> None:
     if "chunked_upload" in form.fields:
         raise HttpError(400, "give either a 'file' part or a 'chunked_upload' field, not both")
     # The md5 field is optional here; given, it is checked.
-    if form.fields.get("md5") and _md5_field(form.fields) != md5:
-        raise HttpError(400, "checksum does not match")
+    if form.fields.get(wire.MD5) and _md5_field(form.fields) != md5:
+        raise HttpError(400, wire.CHECKSUM_DOES_NOT_MATCH)
 
 
 def _parse_json(raw: bytes | bytearray) -> object:
@@ -776,10 +776,10 @@ def _token(value: str) -> str | None:
 
 
 def _content_range(environ: Mapping[str, Any]) -> tuple[int, int, int]:
-    match = _CONTENT_RANGE.fullmatch(environ.get("HTTP_CONTENT_RANGE", ""))
-    if match is None:
-        raise HttpError(400, "Error in request headers")
-    start, end, total = (int(group) for group in match.groups())
+    parsed = wire.parse_content_range(environ.get(wire.environ_key(wire.CONTENT_RANGE), ""))
+    if parsed is None:
+        raise HttpError(400, wire.BAD_HEADERS)
+    start, end, total = parsed
     if start > end:
         raise HttpError(400, f"Content-Range start {start} is after its end {end}")
     if end >= total:
@@ -790,7 +790,7 @@ def _content_range(environ: Mapping[str, Any]) -> tuple[int, int, int]:
 def _chunk_checks(environ: Mapping[str, Any]) -> dict[str, bytes]:
     """The digests a chunk PUT announces: ``Content-MD5`` (RFC 1864) and/or ``Content-XXH3`` (extension)."""
     checks = {}
-    md5 = environ.get("HTTP_CONTENT_MD5")
+    md5 = environ.get(wire.environ_key(wire.CONTENT_MD5))
     if md5 is not None:
         try:
             checks["md5"] = base64.b64decode(md5.strip(), validate=True)
@@ -798,7 +798,7 @@ def _chunk_checks(environ: Mapping[str, Any]) -> dict[str, bytes]:
             checks["md5"] = b""
         if len(checks["md5"]) != 16:
             raise HttpError(400, "malformed Content-MD5 header: expected base64 of the chunk's 16-byte MD5")
-    xxh3 = environ.get("HTTP_CONTENT_XXH3")
+    xxh3 = environ.get(wire.environ_key(wire.CONTENT_XXH3))
     if xxh3 is not None:
         if not _HEX_XXH3.fullmatch(xxh3.strip()):
             raise HttpError(400, "malformed Content-XXH3 header: expected the chunk's xxh3-128 as 32 hex digits")
@@ -814,7 +814,7 @@ def _check_chunk(form: _Form, chunk: Chunk, size: int, checks: Mapping[str, byte
     computed = {"md5": chunk.chunk_md5, "xxh3": chunk.chunk_xxh3}
     # A digest not computed (a discarding store) is not checked.
     if any(computed[kind] is not None and computed[kind].digest() != digest for kind, digest in checks.items()):
-        raise HttpError(400, "chunk checksum mismatch")
+        raise HttpError(400, wire.CHUNK_CHECKSUM_MISMATCH)
 
 
 def _check_open(upload: Upload) -> None:
@@ -833,7 +833,7 @@ def _filename(value: str | None) -> str:
 
 
 def _idempotency_key(environ: Mapping[str, Any]) -> str | None:
-    value = environ.get("HTTP_IDEMPOTENCY_KEY")
+    value = environ.get(wire.environ_key(wire.IDEMPOTENCY_KEY))
     if value is None:
         return None
     value = value.strip()
@@ -843,7 +843,7 @@ def _idempotency_key(environ: Mapping[str, Any]) -> str | None:
 
 
 def _md5_field(fields: Mapping[str, object]) -> str:
-    value = fields.get("md5")
+    value = fields.get(wire.MD5)
     if value is None or value == "":
         raise HttpError(400, "Checksum of type 'md5' is required")
     if not isinstance(value, str) or not _HEX_MD5.fullmatch(value):
