@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
+from typing import Any
 
 import engine
 from engine import Md5
@@ -105,7 +106,7 @@ class ChunkHasher:
         self._executor.shutdown(wait=True)
 
 
-def _wait_quietly(future: Future) -> None:
+def _wait_quietly(future: Future[Any]) -> None:
     # A discarded look-ahead may have failed; only the chunk we send matters.
     if not future.cancelled():
         future.exception()

@@ -271,10 +271,14 @@ class ChunkedUploadProtocol:
             return SendWhole()
         if self.phase is Phase.APPEND:
             return PutChunk(self.url, chunk_at(self.offset, self.size, self.chunk_size))
+        # Past CREATE the server has named the upload (and in DONE answered its record).
         if self.phase is Phase.FINALIZE:
+            assert self.url is not None
             return Finalize(self.url)
         if self.phase is Phase.CHECK:
+            assert self.url is not None
             return CheckState(self.url)
+        assert self.record is not None
         return Done(self.record)
 
     def next_request(self, *, chunk_digest: ChunkDigest | None = None, file_md5: str | None = None) -> Request:

@@ -178,7 +178,7 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | Iterable[bytes | memoryview] | None = None,
+        body: bytes | Iterable[bytes | memoryview | FileRange] | None = None,
         timeout: tuple[float, float] | None = None,
     ) -> Response:
         """Send one request, following redirects where no body can be lost.
@@ -266,7 +266,7 @@ class Transport:
         method: str,
         url: str,
         headers: dict[str, str],
-        body: bytes | Iterable[bytes | memoryview] | None,
+        body: bytes | Iterable[bytes | memoryview | FileRange] | None,
         timeout: tuple[float, float] | None,
     ) -> Response:
         connect, read = timeout or self.timeout

@@ -123,7 +123,7 @@ class ChunkedUploader:
         with MappedFile(path) as source:
             # A one-chunk file has nothing to resume: spare it the journal's fsyncs.
             journaled = self.journal is not None and source.size > self.chunk_size
-            slot = self.journal.slot(self.collection_url, source.path) if journaled else None
+            slot = self.journal.slot(self.collection_url, source.path) if self.journal and journaled else None
             try:
                 return _Upload(self, source, on_progress, url, slot, cancel, on_url).run()
             finally:
@@ -268,6 +268,7 @@ class _Upload:
         event = self.protocol.receive(answer.status, answer.detail, answer.headers)
         if event is Event.CHUNK_STORED:
             self._announce_url()
+            assert self.digest is not None  # a stored chunk was hashed before it was sent
             self._journal(self.digest)
             self.hasher.forget_below(self.protocol.offset)
             self._progress(self.protocol.offset)
@@ -275,9 +276,10 @@ class _Upload:
             self._adopt_resumed()
 
     def _announce_url(self) -> None:
-        if self.on_url is not None and self.protocol.url != self.announced_url:
-            self.announced_url = self.protocol.url
-            self.on_url(self.protocol.url)
+        url = self.protocol.url
+        if self.on_url is not None and url is not None and url != self.announced_url:
+            self.announced_url = url
+            self.on_url(url)
 
     def _resumable_url(self, entry: JournalEntry | PresignedEntry | None) -> str | None:
         if not isinstance(entry, JournalEntry):  # none, or a presigned upload's (another slot's kind)
@@ -286,7 +288,8 @@ class _Upload:
             log.warning(
                 "%s changed since its upload to %s began: starting a fresh upload", self.source.path, entry.server
             )
-            self.slot.remove()
+            if self.slot is not None:
+                self.slot.remove()
             return None
         log.info("resuming the upload of %s at %s", self.source.path, entry.url)
         self.resuming = entry
@@ -295,6 +298,7 @@ class _Upload:
     def _adopt_resumed(self) -> None:
         """Check the bytes the server holds are still ours; take the saved MD5 state."""
         entry, self.resuming = self.resuming, None
+        assert entry is not None  # called only while resuming
         offset = self.protocol.offset
         entry.chunks = [c for c in entry.chunks if c[1] <= offset]
         for start, end, xxh3 in entry.chunks:
@@ -322,6 +326,7 @@ class _Upload:
         if self.slot is None:
             return
         offset = self.protocol.offset
+        assert self.protocol.url is not None  # a chunk was stored: the server named the upload
         if self.entry is None or self.entry.url != self.protocol.url:
             self.entry = JournalEntry(
                 server=self.up.collection_url,
@@ -333,7 +338,7 @@ class _Upload:
             )
         entry = self.entry
         entry.offset = offset
-        if digest.end <= offset:
+        if digest.end <= offset and digest.xxh3_128 is not None:  # journaled uploads hash xxh3
             entry.chunks.append([digest.start, digest.end, digest.xxh3_128.hex()])
         state = self.hasher.md5_at(offset).state()
         if state is not None:
