@@ -50,6 +50,7 @@ from engine.errors import (
 )
 from engine.errors import HTTPError as ClientHTTPError
 from engine.source import FileRange
+from engine.timeouts import DEFAULT_TIMEOUT, Timeout, TimeoutLike
 
 __all__ = ["MAX_REDIRECTS", "Response", "Transport"]
 
@@ -134,13 +135,13 @@ class Transport:
     def __init__(
         self,
         *,
-        timeout: tuple[float, float] = (5.0, 15.0),
+        timeout: TimeoutLike = DEFAULT_TIMEOUT,
         pool_size: int = 16,
         verify: bool | str | os.PathLike[str] = True,
         proxies: Mapping[str, str] | None = None,
         trust_env: bool = True,
     ) -> None:
-        self.timeout = timeout
+        self.timeout = Timeout.of(timeout)
         self.proxies = dict(proxies or {})
         self.trust_env = trust_env
         # block=False: a burst of threads opens extra connections instead of waiting.
@@ -177,7 +178,7 @@ class Transport:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes | Iterable[bytes | memoryview] | None = None,
-        timeout: tuple[float, float] | None = None,
+        timeout: TimeoutLike = None,
     ) -> Response:
         """Send one request, following redirects where no body can be lost.
 
@@ -224,9 +225,9 @@ class Transport:
         url: str,
         headers: dict[str, str],
         body: bytes | Iterable[bytes | memoryview] | None,
-        timeout: tuple[float, float] | None,
+        timeout: TimeoutLike,
     ) -> Response:
-        connect, read = timeout or self.timeout
+        connect, read = Timeout.of(timeout, self.timeout).as_tuple()
         try:
             answer = self._manager(url).request(
                 method,

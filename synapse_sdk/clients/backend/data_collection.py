@@ -51,7 +51,7 @@ class DataCollectionClientMixin:
             raise FileNotFoundError(f"File not found: {path}")
         if use_chunked_upload is None:
             use_chunked_upload = path.stat().st_size > CHUNKED_UPLOAD_THRESHOLD
-        timeout = None if read_timeout is None else (self.timeout["connect"], read_timeout)
+        timeout = self.timeout.with_read(read_timeout)
         if use_chunked_upload:
             upload = self.create_chunked_upload(path, read_timeout=read_timeout)
             return self._post("data_files/", data={"chunked_upload": upload["id"]}, timeout=timeout)
