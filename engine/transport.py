@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -111,10 +112,38 @@ class _SendfileConnection(HTTPConnection):
             return
         if self.sock is None:
             self.connect()
-        sent = self.sock.sendfile(data, data.offset, data.count)
+        sent = _send_range(self.sock, data)
         if sent != data.count:
             # The file ended early: it shrank while it was being sent.
             raise FileChangedError(f"{data.source.path} changed while it was being uploaded")
+
+
+def _send_range(sock: socket.socket, data: FileRange) -> int:
+    """Send ``data`` with ``os.sendfile``, honouring the socket's timeout; returns the bytes sent.
+
+    Not ``socket.sendfile``: when ``os.sendfile`` fails before its first byte
+    (the server closed the connection, e.g. having answered 403 early), it
+    falls back to ``read()``/``seek()``, which a ``FileRange`` has not, and an
+    ``AttributeError`` would hide the server's answer. Here the ``OSError``
+    itself goes up: urllib3 takes ``EPIPE`` as "read the answer that came".
+    """
+    timeout = sock.gettimeout()
+    out, source = sock.fileno(), data.fileno()
+    offset, left = data.offset, data.count
+    with selectors.DefaultSelector() as selector:
+        selector.register(out, selectors.EVENT_WRITE)
+        while left:
+            if timeout is not None and not selector.select(timeout):
+                raise TimeoutError("timed out")
+            try:
+                sent = os.sendfile(out, source, offset, left)
+            except BlockingIOError:
+                continue  # a socket with a timeout is non-blocking underneath: wait again
+            if sent == 0:
+                break  # the file ended early
+            offset += sent
+            left -= sent
+    return data.count - left
 
 
 class _SendfilePool(HTTPConnectionPool):

@@ -24,7 +24,8 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
-from synapse_sdk.server.store import Store, Upload
+from synapse_sdk.server.storage import Upload, UploadStore
+from synapse_sdk.server.store import Store
 from synapse_sdk.server.wire import Connection, with_readinto
 
 __all__ = ["ReferenceServer", "run_cleanup", "run_forever"]
@@ -74,7 +75,7 @@ class ReferenceServer:
         self.certfile = certfile
         self.keyfile = keyfile
         self.discard = discard
-        self._store: Store | None = None
+        self._store: UploadStore | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 
