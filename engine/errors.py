@@ -4,7 +4,8 @@
 ``status_code`` and ``detail``. The rule for ``status_code``:
 
 - the HTTP status of the server's answer, when the error is an answer;
-- 408 for a timeout, as synapse-sdk has it (no answer came in time);
+- 408 for a timeout (``ClientTimeoutError``), as synapse-sdk has it: no
+  answer came in time, and 408 is the status that says so;
 - otherwise (nothing answered, or the failure is not the server's answer:
   a connection that broke, a certificate, a changed file, a cancelled
   upload, an answer that breaks the protocol) ``NO_STATUS``. It stands where
@@ -49,6 +50,8 @@ __all__ = [
     "UploadIntegrityError",
     "ValidationError",
     "WebSocketError",
+    "WorkerDiedError",
+    "WorkerStartError",
     "error_for_status",
     "raise_for_status",
 ]
@@ -301,6 +304,23 @@ class StreamLimitExceededError(StreamError):
 
 class WebSocketError(StreamError):
     """WebSocket error (kept for import compatibility with synapse-sdk)."""
+
+
+class WorkerDiedError(ClientError):
+    """The workers uploading a file (Ray actors) died too often; ``url`` and ``offset`` say where it stood."""
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(status_code=None, detail=detail)
+
+
+class WorkerStartError(ClientError, RuntimeError):
+    """No upload worker could be started (no free CPU, or the package missing on the nodes).
+
+    Also a ``RuntimeError``, as it was before it joined this hierarchy.
+    """
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(status_code=None, detail=detail)
 
 
 _BY_STATUS: dict[int, type[HTTPError]] = {

@@ -29,7 +29,7 @@ from types import ModuleType
 
 import xxhash
 
-import engine
+from engine import twin as selected_twin
 from engine.errors import FileChangedError
 
 __all__ = ["SLICE", "HashingService"]
@@ -42,7 +42,7 @@ Buffer = bytes | bytearray | memoryview
 
 @dataclass(eq=False)
 class _Work:
-    states: Sequence[engine.Md5]
+    states: Sequence[selected_twin.Md5]
     data: memoryview
     position: int = 0
     error: BaseException | None = None
@@ -69,7 +69,7 @@ class HashingService:
     """
 
     def __init__(self, twin: ModuleType | None = None) -> None:
-        self.twin = twin if twin is not None else engine
+        self.twin = twin if twin is not None else selected_twin
         self.lanes: int = self.twin.md5_lanes()
         self._waiting: deque[_Work] = deque()
         self._changed = threading.Condition()
@@ -78,7 +78,7 @@ class HashingService:
         self.rounds = 0
         self.streams = 0
 
-    def update(self, states: Sequence[engine.Md5], data: Buffer) -> None:
+    def update(self, states: Sequence[selected_twin.Md5], data: Buffer) -> None:
         """Feed ``data`` to each of ``states`` (distinct states, none in use elsewhere meanwhile)."""
         view = memoryview(data).cast("B")
         for state in states:
@@ -100,7 +100,7 @@ class HashingService:
             raise work.error
 
     def digest_windows(
-        self, windows: Iterable[Buffer], running: engine.Md5, chunk_md5: bool = True, xxh3: bool = True
+        self, windows: Iterable[Buffer], running: selected_twin.Md5, chunk_md5: bool = True, xxh3: bool = True
     ) -> tuple[bytes | None, bytes | None]:
         """As ``engine.digest_windows``: ``running`` absorbs the windows; returns (chunk MD5, chunk xxh3-128)."""
         chunk = self.twin.Md5() if chunk_md5 else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from engine.errors import (
 )
 from engine.errors import HTTPError as ClientHTTPError
 from engine.source import FileRange
+from engine.timeouts import DEFAULT_TIMEOUT, Timeout, TimeoutLike
 from engine.wire import RETRY_AFTER
 
 __all__ = ["MAX_REDIRECTS", "Response", "Transport", "read_body"]
@@ -112,10 +114,38 @@ class _SendfileConnection(HTTPConnection):
             return
         if self.sock is None:
             self.connect()
-        sent = self.sock.sendfile(data, data.offset, data.count)  # type: ignore[arg-type]  # FileRange has fileno()
+        sent = _send_range(self.sock, data)
         if sent != data.count:
             # The file ended early: it shrank while it was being sent.
             raise FileChangedError(f"{data.source.path} changed while it was being uploaded")
+
+
+def _send_range(sock: socket.socket, data: FileRange) -> int:
+    """Send ``data`` with ``os.sendfile``, honouring the socket's timeout; returns the bytes sent.
+
+    Not ``socket.sendfile``: when ``os.sendfile`` fails before its first byte
+    (the server closed the connection, e.g. having answered 403 early), it
+    falls back to ``read()``/``seek()``, which a ``FileRange`` has not, and an
+    ``AttributeError`` would hide the server's answer. Here the ``OSError``
+    itself goes up: urllib3 takes ``EPIPE`` as "read the answer that came".
+    """
+    timeout = sock.gettimeout()
+    out, source = sock.fileno(), data.fileno()
+    offset, left = data.offset, data.count
+    with selectors.DefaultSelector() as selector:
+        selector.register(out, selectors.EVENT_WRITE)
+        while left:
+            if timeout is not None and not selector.select(timeout):
+                raise TimeoutError("timed out")
+            try:
+                sent = os.sendfile(out, source, offset, left)
+            except BlockingIOError:
+                continue  # a socket with a timeout is non-blocking underneath: wait again
+            if sent == 0:
+                break  # the file ended early
+            offset += sent
+            left -= sent
+    return data.count - left
 
 
 class _SendfilePool(HTTPConnectionPool):
@@ -136,13 +166,13 @@ class Transport:
     def __init__(
         self,
         *,
-        timeout: tuple[float, float] = (5.0, 15.0),
+        timeout: TimeoutLike = DEFAULT_TIMEOUT,
         pool_size: int = 16,
         verify: bool | str | os.PathLike[str] = True,
         proxies: Mapping[str, str] | None = None,
         trust_env: bool = True,
     ) -> None:
-        self.timeout = timeout
+        self.timeout = Timeout.of(timeout)
         self.proxies = dict(proxies or {})
         self.trust_env = trust_env
         # block=False: a burst of threads opens extra connections instead of waiting.
@@ -179,7 +209,7 @@ class Transport:
         *,
         headers: Mapping[str, str] | None = None,
         body: bytes | Iterable[bytes | memoryview | FileRange] | None = None,
-        timeout: tuple[float, float] | None = None,
+        timeout: TimeoutLike = None,
     ) -> Response:
         """Send one request, following redirects where no body can be lost.
 
@@ -216,7 +246,7 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        timeout: tuple[float, float] | None = None,
+        timeout: TimeoutLike = None,
     ) -> urllib3.BaseHTTPResponse:
         """GET ``url`` and return the answer with its body unread, to be read in pieces.
 
@@ -226,7 +256,7 @@ class Transport:
         GET's; credentials are not carried to another host.
         """
         headers = dict(headers or {})
-        connect, read = timeout or self.timeout
+        connect, read = Timeout.of(timeout, self.timeout).as_tuple()
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 answer = self._manager(url).request(
@@ -267,9 +297,9 @@ class Transport:
         url: str,
         headers: dict[str, str],
         body: bytes | Iterable[bytes | memoryview | FileRange] | None,
-        timeout: tuple[float, float] | None,
+        timeout: TimeoutLike,
     ) -> Response:
-        connect, read = timeout or self.timeout
+        connect, read = Timeout.of(timeout, self.timeout).as_tuple()
         try:
             answer = self._manager(url).request(
                 method,

@@ -29,12 +29,11 @@ from urllib3.util.retry import Retry
 from engine import retry as retrying
 from engine.errors import ClientError
 from engine.retry import RetryPolicy
+from engine.timeouts import Timeout, TimeoutLike
 from engine.transport import Response, Transport
 from synapse_sdk.utils.file.download import files_url_to_path_from_objs
 
 __all__ = ["BaseClient"]
-
-Timeout = float | tuple[float, float] | None
 
 #: Methods that may be sent twice with the effect of once (RFC 9110).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -69,7 +68,7 @@ class BaseClient:
     def __init__(
         self,
         base_url: str,
-        timeout: dict[str, float] | None = None,
+        timeout: TimeoutLike = None,
         *,
         verify: bool | str = True,
         pool_size: int = 16,
@@ -78,18 +77,15 @@ class BaseClient:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http:// or https:// URL, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self.timeout = dict(timeout) if timeout is not None else {"connect": 5, "read": 15}
-        if set(self.timeout) != {"connect", "read"}:
-            raise ValueError(f"timeout must have exactly the keys 'connect' and 'read', not {sorted(self.timeout)}")
+        #: A ``Timeout``; it reads as the published ``{"connect": 5, "read": 15}`` dict too.
+        self.timeout = Timeout.of(timeout)
         self.default_params: dict[str, str] = {}
         self.retry = retry or RetryPolicy()
         #: How retries wait (tests replace it).
         self.sleep: Callable[[float], None] = time.sleep
         self.verify = verify
         self._session: requests.Session | None = None
-        self.transport = Transport(
-            timeout=(self.timeout["connect"], self.timeout["read"]), pool_size=pool_size, verify=verify
-        )
+        self.transport = Transport(timeout=self.timeout, pool_size=pool_size, verify=verify)
 
     def _get_headers(self) -> dict[str, str]:
         """Headers for every request; subclasses add authentication."""
@@ -100,12 +96,8 @@ class BaseClient:
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
-    def _timeout(self, timeout: Timeout) -> tuple[float, float]:
-        if timeout is None:
-            return (self.timeout["connect"], self.timeout["read"])
-        if isinstance(timeout, (int, float)):
-            return (timeout, timeout)
-        return tuple(timeout)  # type: ignore[return-value]
+    def _timeout(self, timeout: TimeoutLike) -> Timeout:
+        return Timeout.of(timeout, self.timeout)
 
     def _request(
         self,
@@ -118,7 +110,7 @@ class BaseClient:
         json: Any = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
-        timeout: Timeout = None,
+        timeout: TimeoutLike = None,
         idempotent: bool | None = None,
         retry: RetryPolicy | None = None,
     ) -> Any:

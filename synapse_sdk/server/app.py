@@ -56,7 +56,7 @@ from synapse_sdk.server.multipart import (
     parse_options_header,
 )
 from synapse_sdk.server.presigned import PresignedApi, PresignError, S3Config
-from synapse_sdk.server.store import Chunk, Owner, Store, Upload
+from synapse_sdk.server.storage import ChunkWriter, Owner, Upload, UploadStore
 
 __all__ = ["BLOCK_SIZE", "HttpError", "UploadApp"]
 
@@ -171,7 +171,7 @@ class UploadApp:
 
     def __init__(
         self,
-        store: Store,
+        store: UploadStore,
         tokens: Mapping[str, str],
         max_upload_size: int | None = None,
         block_size: int = BLOCK_SIZE,
@@ -548,7 +548,7 @@ class UploadApp:
         if self._max_upload_size is not None and total > self._max_upload_size:
             raise HttpError(413, f"Size of file exceeds the limit ({self._max_upload_size} bytes)")
 
-    def _receive(self, request: _Request, chunk: Chunk | None) -> _Form:
+    def _receive(self, request: _Request, chunk: ChunkWriter | None) -> _Form:
         """Stream a multipart body: the ``file`` part into ``chunk``, text fields into the form."""
         form = _Form()
         name = ""
@@ -806,7 +806,7 @@ def _chunk_checks(environ: Mapping[str, Any]) -> dict[str, bytes]:
     return checks
 
 
-def _check_chunk(form: _Form, chunk: Chunk, size: int, checks: Mapping[str, bytes]) -> None:
+def _check_chunk(form: _Form, chunk: ChunkWriter, size: int, checks: Mapping[str, bytes]) -> None:
     if form.file is None:
         raise HttpError(400, "No chunk file was submitted (the form needs a 'file' part)")
     if chunk.received != size:

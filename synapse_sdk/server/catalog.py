@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from synapse_sdk.server.store import Owner, Store, Upload
+from synapse_sdk.server.storage import Owner, Upload, UploadStore
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -194,7 +194,7 @@ class Task:
 class Catalog:
     """The records of ``store``'s database; safe to share between threads (it uses the store's connection)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: UploadStore) -> None:
         self._store = store
         with store.transaction() as db:
             for statement in _SCHEMA:

@@ -11,18 +11,19 @@ from __future__ import annotations
 from collections.abc import Collection
 
 import engine
-from synapse_sdk.server.store import COMPLETE, Store, Upload, _now, _Usage
+from synapse_sdk.server.storage import Upload
+from synapse_sdk.server.store import Store, Usage
 
 __all__ = ["DiscardStore"]
 
 
 class _CountedChunk:
-    """The ``Chunk`` interface, counting bytes and nothing else."""
+    """A ``storage.ChunkWriter`` that counts bytes and nothing else."""
 
     chunk_md5 = None
     chunk_xxh3 = None
 
-    def __init__(self, upload: Upload, limit: int | None, usage: _Usage) -> None:
+    def __init__(self, upload: Upload, limit: int | None, usage: Usage) -> None:
         self.upload = upload
         self._usage = usage
         self.limit = limit
@@ -48,19 +49,19 @@ class _CountedChunk:
 
 
 class DiscardStore(Store):
-    """``Store`` whose uploads keep their records and lose their bytes."""
+    """``Store`` whose uploads keep their records and lose their bytes (a ``storage.UploadStore``).
+
+    It replaces what a store does with bytes (``append``, ``running_md5``,
+    ``complete``) and keeps the records through ``Store``'s public methods.
+    """
 
     def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> _CountedChunk:
-        return _CountedChunk(upload, limit, self._usage)
+        return _CountedChunk(upload, limit, self.usage)
 
     def running_md5(self, upload: Upload) -> None:
         """Nothing was hashed: the finalize MD5 cannot be checked."""
         return None
 
     def complete(self, upload: Upload, checksum: str) -> Upload:
-        with self._database() as db:
-            db.execute(
-                "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
-                (COMPLETE, _now().isoformat(), checksum, upload.id),
-            )
-        return self._reload(upload.id)
+        """No bytes to make durable: only the record changes."""
+        return self.record_complete(upload, checksum)

@@ -26,7 +26,8 @@ from synapse_sdk.server.discard import DiscardStore
 from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.media import MediaSigner
 from synapse_sdk.server.presigned import S3Config
-from synapse_sdk.server.store import Store, Upload
+from synapse_sdk.server.storage import Upload, UploadStore
+from synapse_sdk.server.store import Store
 from synapse_sdk.server.wire import Connection, with_readinto
 
 __all__ = ["ReferenceServer", "run_cleanup", "run_forever"]
@@ -81,7 +82,7 @@ class ReferenceServer:
         self.discard = discard
         self.media_ttl = media_ttl
         self.s3 = s3
-        self._store: Store | None = None
+        self._store: UploadStore | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
 

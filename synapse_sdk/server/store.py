@@ -36,6 +36,7 @@ import xxhash
 
 import engine
 from engine.durable import fsync_dir
+from synapse_sdk.server.storage import COMPLETE, UPLOADING, Owner, Upload
 
 __all__ = [
     "COMPLETE",
@@ -46,10 +47,9 @@ __all__ = [
     "QuotaExceeded",
     "Store",
     "Upload",
+    "Usage",
 ]
 
-UPLOADING: Final = 1
-COMPLETE: Final = 2
 # A create whose first chunk is still streaming: the row reserves the id but
 # stays invisible until the chunk is accepted, so a failed create leaves nothing.
 _CREATING: Final = 0
@@ -96,39 +96,6 @@ class DataDirInUse(OSError):
     """Another process (a running server?) holds the data directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who an upload belongs to: a user within a tenant (``""`` when none is named)."""
-
-    user: str
-    tenant: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """One upload's record, as stored when it was read."""
-
-    id: int
-    owner: Owner
-    filename: str
-    offset: int
-    total: int
-    status: int
-    created_at: datetime
-    completed_at: datetime | None
-    expires_at: datetime
-    checksum: str | None
-    path: Path
-
-    @property
-    def complete(self) -> bool:
-        return self.status == COMPLETE
-
-    def expired(self, now: datetime) -> bool:
-        """Open past its expiry time (a complete upload never expires)."""
-        return self.status == UPLOADING and now >= self.expires_at
-
-
 @dataclass(slots=True)
 class _Live:
     # Serializes requests on one upload and holds its running MD5 between them.
@@ -168,7 +135,7 @@ class Chunk:
         verify: Collection[str],
         fresh: bool,
         pool: Executor,
-        usage: _Usage,
+        usage: Usage,
     ) -> None:
         self.upload = upload
         self.limit = limit
@@ -277,7 +244,7 @@ class Chunk:
             os.close(self._fd)
 
 
-class _Usage:
+class Usage:
     """Bytes on disk per user (open and complete uploads, chunks in flight) and the counters of ``stats``.
 
     Bytes are counted only when there is a quota to hold them to. Every call
@@ -333,6 +300,9 @@ class _Usage:
 class Store:
     """Records and files of all uploads under ``data_dir``; safe to share between threads.
 
+    Implements ``storage.UploadStore``; ``record_complete`` and ``usage``
+    are public for stores built on this one (``DiscardStore``).
+
     ``quota`` caps the bytes of each user's uploads, open and complete (None:
     no cap). One process at a time may hold a data directory.
     """
@@ -371,7 +341,8 @@ class Store:
             undo.callback(self._db.close)
             used = self._prepare()
             undo.pop_all()  # opened: close() releases them from now on
-        self._usage = _Usage(quota, used)
+        #: Bytes per user and the ``stats`` counters; a store's chunks report to it.
+        self.usage = Usage(quota, used)
         self._pool = ThreadPoolExecutor(io_threads, thread_name_prefix="synapse-store-write")
 
     def close(self) -> None:
@@ -417,11 +388,11 @@ class Store:
 
     def check_quota(self, owner: Owner, size: int) -> None:
         """Raise ``QuotaExceeded`` if ``size`` more bytes would take the owner's user past the quota."""
-        self._usage.check(owner.user, size)
+        self.usage.check(owner.user, size)
 
     def stats(self) -> dict[str, int]:
         """Since this store opened: file-part bytes received, chunks stored, uploads created."""
-        return self._usage.snapshot()
+        return self.usage.snapshot()
 
     @contextmanager
     def creating(self, owner: Owner, idempotency_key: str | None) -> Iterator[None]:
@@ -464,7 +435,7 @@ class Store:
         """
         fresh = upload.status == _CREATING
         running = engine.Md5() if fresh else self._running(upload)
-        return Chunk(upload, running, limit, verify, fresh, self._pool, self._usage)
+        return Chunk(upload, running, limit, verify, fresh, self._pool, self.usage)
 
     def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
         """Accept the chunk: advance the offset and keep its running MD5.
@@ -481,7 +452,7 @@ class Store:
                 (offset, UPLOADING, filename, total, upload.id),
             )
         chunk.committed = True
-        self._usage.stored(created=upload.status == _CREATING)
+        self.usage.stored(created=upload.status == _CREATING)
         with self._live_lock:
             self._live.setdefault(upload.id, _Live()).md5 = chunk.running
         return self._reload(upload.id)
@@ -509,6 +480,14 @@ class Store:
         # upload with a .done file, which _reconcile renames back.
         os.rename(upload.path, self._path(upload.id, COMPLETE))
         fsync_dir(self.uploads_dir)
+        return self.record_complete(upload, checksum)
+
+    def record_complete(self, upload: Upload, checksum: str) -> Upload:
+        """Mark the upload's record complete, with ``checksum`` (hold ``locked``); its bytes are the caller's care.
+
+        ``complete`` calls it once the bytes are durable; a store that keeps
+        no bytes calls it alone.
+        """
         with self._database() as db:
             db.execute(
                 "UPDATE uploads SET status = ?, completed_at = ?, checksum = ? WHERE id = ?",
@@ -560,7 +539,7 @@ class Store:
                     db.execute("DELETE FROM uploads WHERE id = ?", (upload.id,))
             with self._live_lock:
                 self._live.pop(upload.id, None)
-            self._usage.release(upload.owner.user, upload.offset)
+            self.usage.release(upload.owner.user, upload.offset)
             removed.append(upload)
         return removed
 

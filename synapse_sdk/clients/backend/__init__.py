@@ -2,15 +2,23 @@
 
 Constructed exactly as synapse-sdk's: ``BackendClient(base_url, access_token,
 *, authorization_token=None, tenant=None, agent_token=None, timeout=None)``;
-``verify`` (TLS: ``True``, ``False`` or a CA bundle path), ``retry`` (an
-``engine.retry.RetryPolicy`` for upload requests) and ``journal`` (where
-unfinished uploads are recorded for resuming: ``True`` for the user's cache
-folder or ``$SYNAPSE_UPLOAD_JOURNAL``, a folder, or ``False`` for none) and
-``chunk_digest`` (``"md5"``: ``Content-MD5`` per chunk, the default;
-``"xxh3"``: the cheaper ``Content-XXH3`` the reference server verifies;
-``"none"``) are additions. ``url_host`` (``"internal"``: presigned URLs for
-consumers inside the deployment's network) is sent with every request as
-the ``url_host`` query parameter, as synapse-sdk does.
+``timeout`` may be the published ``{"connect": 5, "read": 15}`` dict, seconds
+for both, a ``(connect, read)`` pair or a ``Timeout``. ``verify`` (TLS:
+``True``, ``False`` or a CA bundle path), ``retry`` (a ``RetryPolicy`` for
+every request) and ``journal`` (where unfinished uploads are recorded for
+resuming: ``True`` for the user's cache folder or ``$SYNAPSE_UPLOAD_JOURNAL``,
+a folder, or ``False`` for none) and ``chunk_digest`` (``"md5"``:
+``Content-MD5`` per chunk, the default; ``"xxh3"``: the cheaper
+``Content-XXH3`` the reference server verifies; ``"none"``) are additions.
+``url_host`` (``"internal"``: presigned URLs for consumers inside the
+deployment's network) is sent with every request as the ``url_host`` query
+parameter, as synapse-sdk does.
+
+Also exported here, where users import the client: ``RetryPolicy`` and
+``Timeout`` (the values its arguments take), ``BatchResult`` and
+``FileOutcome`` (what ``upload_files`` returns), the executors, and
+``upload_file(client, path, url=...)``, one file's upload (resuming from a
+failure's ``url``).
 """
 
 from __future__ import annotations
@@ -21,20 +29,30 @@ from typing import Any
 
 from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
+from engine.timeouts import Timeout, TimeoutLike
+from synapse_sdk.clients.backend.batch import LocalExecutor
 from synapse_sdk.clients.backend.bulk_upload.mixin import BulkUploadClientMixin
 from synapse_sdk.clients.backend.core import CoreClientMixin
 from synapse_sdk.clients.backend.data_collection import DataCollectionClientMixin
 from synapse_sdk.clients.backend.ml import MLClientMixin
+from synapse_sdk.clients.backend.outcomes import BatchResult, FileOutcome
 from synapse_sdk.clients.backend.ray_executor import RayExecutor
+from synapse_sdk.clients.backend.uploads import upload_file
 from synapse_sdk.clients.base import BaseClient
 
 __all__ = [
     "BackendClient",
+    "BatchResult",
     "BulkUploadClientMixin",
     "CoreClientMixin",
     "DataCollectionClientMixin",
+    "FileOutcome",
+    "LocalExecutor",
     "MLClientMixin",
     "RayExecutor",
+    "RetryPolicy",
+    "Timeout",
+    "upload_file",
 ]
 
 
@@ -51,7 +69,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         authorization_token: str | None = None,
         tenant: str | None = None,
         agent_token: str | None = None,
-        timeout: dict[str, float] | None = None,
+        timeout: TimeoutLike = None,
         url_host: str | None = None,
         verify: bool | str = True,
         retry: RetryPolicy | None = None,
@@ -85,7 +103,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
             "authorization_token": self.authorization_token,
             "tenant": self.tenant,
             "agent_token": self.agent_token,
-            "timeout": dict(self.timeout),
+            "timeout": self.timeout,
             "url_host": self.default_params.get("url_host"),
             "verify": self.verify if isinstance(self.verify, bool) else os.fspath(self.verify),
             "retry": self.retry,

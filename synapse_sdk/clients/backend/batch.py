@@ -3,7 +3,9 @@
 This module decides *what* to upload and reports it; an executor decides
 *where*: ``LocalExecutor`` (the default) runs the uploads on threads of this
 process over the client's connection pool, ``RayExecutor`` (in
-``ray_executor``) on actors across a Ray cluster. Concurrency is bounded by a
+``ray_executor``, which builds on this module, never the reverse) on actors
+across a Ray cluster. Both upload each file with ``uploads.upload_file`` and
+report a typed ``FileOutcome``; the batch returns them as a ``BatchResult``. Concurrency is bounded by a
 number of files in flight; memory is bounded with it, whatever the file
 sizes, because each upload maps at most two 8 MiB windows at a time.
 Identical files (same size and xxh3-128) in one batch are uploaded once; with
@@ -25,6 +27,8 @@ from typing import Any, Protocol
 
 import engine
 from engine.source import MappedFile
+from synapse_sdk.clients.backend.outcomes import BatchResult, FileOutcome
+from synapse_sdk.clients.backend.uploads import upload_file
 
 __all__ = [
     "Batch",
@@ -34,7 +38,6 @@ __all__ = [
     "LocalExecutor",
     "attempt",
     "collect_files",
-    "failure",
     "upload_files",
 ]
 
@@ -174,17 +177,17 @@ class Batch:
     """What an executor reports to: a file started, a file finished."""
 
     def __init__(self, progress: _Progress) -> None:
-        self.outcome: dict[int, dict[str, Any]] = {}
+        self.outcome: dict[int, FileOutcome] = {}
         self._progress = progress
 
     def started(self, job: FileJob) -> Callable[[int, int], None]:
         """``job`` is in flight; returns its ``on_progress(bytes_done, total)``."""
         return self._progress.file_started(job.path)
 
-    def finished(self, job: FileJob, entry: dict[str, Any]) -> None:
-        """``job`` is done: ``entry`` is its result (see ``attempt``)."""
-        self.outcome[job.index] = entry
-        self._progress.file_finished(job.path, failed=entry["status"] == "failed")
+    def finished(self, job: FileJob, outcome: FileOutcome) -> None:
+        """``job`` is done: ``outcome`` says how (see ``attempt``)."""
+        self.outcome[job.index] = outcome
+        self._progress.file_finished(job.path, failed=outcome.status == "failed")
 
 
 class Executor(Protocol):
@@ -193,17 +196,12 @@ class Executor(Protocol):
     def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None: ...
 
 
-def attempt(path: Path | str, upload: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The batch entry of ``upload()`` for ``path``: its record, or the failure's type and message."""
+def attempt(path: Path | str, upload: Callable[[], dict[str, Any]]) -> FileOutcome:
+    """The outcome of ``upload()`` for ``path``: its record, or the exception it raised."""
     try:
-        return {"file_path": path, "status": "success", "result": upload()}
+        return FileOutcome.success(Path(path), upload())
     except Exception as error:  # one file's failure is reported, never raised
-        return failure(path, error)
-
-
-def failure(path: Path | str, error: BaseException) -> dict[str, Any]:
-    """The batch entry of a file that failed with ``error``."""
-    return {"file_path": path, "status": "failed", "error": f"{type(error).__name__}: {error}"}
+        return FileOutcome.failure(Path(path), error)
 
 
 class LocalExecutor:
@@ -212,11 +210,11 @@ class LocalExecutor:
     def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None:
         cancel = threading.Event()
 
-        def upload_one(job: FileJob) -> dict[str, Any]:
+        def upload_one(job: FileJob) -> FileOutcome:
             return attempt(
                 job.path,
-                lambda: client.create_chunked_upload(
-                    job.path, chunk_size=chunk_size, on_progress=batch.started(job), cancel=cancel
+                lambda: upload_file(
+                    client, job.path, chunk_size=chunk_size, on_progress=batch.started(job), cancel=cancel
                 ),
             )
 
@@ -233,18 +231,6 @@ class LocalExecutor:
                 raise
 
 
-def _executor(executor: Executor | str | None) -> Executor:
-    if executor is None or executor == "local":
-        return LocalExecutor()
-    if executor == "ray":
-        from synapse_sdk.clients.backend.ray_executor import RayExecutor
-
-        return RayExecutor()
-    if isinstance(executor, str) or not callable(getattr(executor, "run", None)):
-        raise ValueError(f"executor must be 'local', 'ray' or an executor object (RayExecutor(...)), not {executor!r}")
-    return executor
-
-
 def upload_files(
     client: Any,
     paths: Iterable[str | os.PathLike[str]],
@@ -254,18 +240,23 @@ def upload_files(
     recursive: bool = True,
     skip_existing: bool = False,
     on_progress: Callable[[BatchProgress], None] | None = None,
-    executor: Executor | str | None = None,
-) -> dict[str, Any]:
+    executor: Executor | None = None,
+) -> BatchResult:
     """Upload files concurrently with ``client``'s settings, on ``executor`` (default: local threads).
 
-    Returns ``{"successful", "failed", "skipped", "total"}``: lists of
-    ``{"file_path", "status", ...}`` in the order the files were given.
+    Returns a ``BatchResult``: the documented ``{"successful", "failed",
+    "skipped", "total"}`` dict (lists of ``{"file_path", "status", ...}`` in
+    the order the files were given), with each file's typed ``FileOutcome``
+    in ``.outcomes``.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-    runner = _executor(executor)
+    if executor is None:
+        executor = LocalExecutor()
+    elif not callable(getattr(executor, "run", None)):
+        raise ValueError(f"executor must be an executor object (LocalExecutor(), RayExecutor(...)), not {executor!r}")
     files = collect_files(paths, recursive=recursive)
-    outcome: dict[int, dict[str, Any]] = {}
+    outcome: dict[int, FileOutcome] = {}
     stats: dict[int, os.stat_result] = {}
     for index, path in enumerate(files):
         try:
@@ -273,7 +264,7 @@ def upload_files(
             if not path.is_file():
                 raise IsADirectoryError(f"not a regular file: {path}")
         except OSError as error:
-            outcome[index] = failure(path, error)
+            outcome[index] = FileOutcome.failure(path, error)
 
     # Identical files upload once.
     duplicate_of = _same_files(files, {i: stat.st_size for i, stat in stats.items() if i not in outcome})
@@ -284,26 +275,20 @@ def upload_files(
             checksums = dict(zip(todo, pool.map(lambda i: _md5_of(files[i]), todo), strict=True))
         held = set(client.verify_data_files_checksums(sorted(set(checksums.values()))).get("checksums", []))
         for index in [i for i in todo if checksums[i] in held]:
-            outcome[index] = {"file_path": files[index], "status": "skipped", "checksum": checksums[index]}
+            outcome[index] = FileOutcome.skipped(files[index], checksums[index])
         todo = [i for i in todo if i not in outcome]
 
     progress = _Progress(on_progress, {files[i]: stats[i].st_size for i in todo}, len(files))
-    for entry in outcome.values():
-        progress.file_finished(None, failed=entry["status"] == "failed")
+    for early in outcome.values():
+        progress.file_finished(None, failed=early.status == "failed")
     batch = Batch(progress)
     jobs = [FileJob(i, files[i], stats[i].st_size, stats[i].st_mtime) for i in todo]
-    runner.run(client, jobs, batch, concurrency=concurrency, chunk_size=chunk_size)
+    executor.run(client, jobs, batch, concurrency=concurrency, chunk_size=chunk_size)
     outcome.update(batch.outcome)
 
     for index, first in duplicate_of.items():
         source = outcome[first]
-        outcome[index] = {**source, "file_path": files[index], "duplicate_of": files[first]}
-        progress.file_finished(None, failed=source["status"] == "failed")
+        outcome[index] = source.as_copy_of(files[index], files[first])
+        progress.file_finished(None, failed=source.status == "failed")
 
-    ordered = [outcome[i] for i in range(len(files))]
-    return {
-        "successful": [r for r in ordered if r["status"] == "success"],
-        "failed": [r for r in ordered if r["status"] == "failed"],
-        "skipped": [r for r in ordered if r["status"] == "skipped"],
-        "total": len(files),
-    }
+    return BatchResult(outcome[i] for i in range(len(files)))

@@ -1,16 +1,22 @@
-"""``CoreClientMixin``: chunked upload of one file, on the ``engine`` pipeline."""
+"""``CoreClientMixin``: chunked upload of one file, and of many, on the ``engine`` pipeline.
+
+The top of the client's layers: it picks the executor (``"local"``,
+``"ray"``) and hands the batch to ``batch``; one file goes through
+``uploads.upload_file``, as the executors' files do.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from engine.plan import DEFAULT_CHUNK_SIZE
-from engine.uploader import ChunkedUploader
-from synapse_sdk.clients.backend.batch import BatchProgress, Executor, upload_files
+from synapse_sdk.clients.backend.batch import BatchProgress, Executor, LocalExecutor, upload_files
+from synapse_sdk.clients.backend.outcomes import BatchResult
+from synapse_sdk.clients.backend.ray_executor import RayExecutor
+from synapse_sdk.clients.backend.uploads import upload_file
 
 __all__ = ["CoreClientMixin"]
 
@@ -43,27 +49,9 @@ class CoreClientMixin:
         ``ClientError`` subclasses (carrying the upload's ``url`` and
         ``offset``) when the server refuses or cannot be reached.
         """
-        path = Path(file_path)
-        if not path.exists():
-            raise FileNotFoundError(f"File not found: {path}")
-        if path.is_dir():
-            raise IsADirectoryError(f"Path is a directory, not a file: {path}")
-        return self._chunked_uploader(chunk_size, read_timeout).upload(path, on_progress, cancel=cancel)
-
-    def _chunked_uploader(self, chunk_size: int, read_timeout: float | None = None) -> ChunkedUploader:
-        """The engine uploader behind ``create_chunked_upload``, with this client's pool, headers and policies."""
-        read = self.timeout["read"] if read_timeout is None else read_timeout
-        return ChunkedUploader(
-            self.transport,
-            self.base_url,
-            headers=self._get_headers,
-            chunk_size=chunk_size,
-            timeout=(self.timeout["connect"], read),
-            retry=self.retry,
-            journal=self.journal,
-            chunk_digest=self.chunk_digest,
-            query=self.default_params,
-        )
+        return upload_file(
+            self, file_path, chunk_size=chunk_size, on_progress=on_progress, cancel=cancel, read_timeout=read_timeout
+        )  # type: ignore[arg-type]
 
     def upload_files(
         self,
@@ -75,7 +63,7 @@ class CoreClientMixin:
         skip_existing: bool = False,
         on_progress: Callable[[BatchProgress], None] | None = None,
         executor: Executor | str | None = None,
-    ) -> dict[str, Any]:
+    ) -> BatchResult:
         """Upload many files (and the files under directories) concurrently.
 
         Returns ``{"successful": [...], "failed": [...], "skipped": [...],
@@ -90,6 +78,10 @@ class CoreClientMixin:
         or a ``RayExecutor(...)`` (actors across a Ray cluster, ``concurrency``
         files at a time on each; needs ``pip install 'synapse-upload[ray]'``).
         The results are the same either way.
+
+        The result is a ``BatchResult``: that dict, with every file's typed
+        ``FileOutcome`` (the exception object, its ``url`` and ``offset``) in
+        ``.outcomes``.
         """
         return upload_files(
             self,
@@ -99,9 +91,19 @@ class CoreClientMixin:
             recursive=recursive,
             skip_existing=skip_existing,
             on_progress=on_progress,
-            executor=executor,
+            executor=_executor(executor),
         )
 
     def get_chunked_upload(self, upload_id: str | int) -> dict[str, Any]:
         """The state of a chunked upload (``offset``, ``completed_at``, ...)."""
         return self._get(f"chunked_upload/{upload_id}/")
+
+
+def _executor(executor: Executor | str | None) -> Executor:
+    if executor is None or executor == "local":
+        return LocalExecutor()
+    if executor == "ray":
+        return RayExecutor()
+    if isinstance(executor, str) or not callable(getattr(executor, "run", None)):
+        raise ValueError(f"executor must be 'local', 'ray' or an executor object (RayExecutor(...)), not {executor!r}")
+    return executor

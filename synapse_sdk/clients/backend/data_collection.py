@@ -50,7 +50,7 @@ class DataCollectionClientMixin:
         ``exists()``, ``read_bytes()`` and ``name``) is read into memory and
         posted whole, as synapse-sdk does.
         """
-        timeout = None if read_timeout is None else (self.timeout["connect"], read_timeout)
+        timeout = self.timeout.with_read(read_timeout)
         if not isinstance(file_path, (str, os.PathLike)):
             if not file_path.exists():
                 raise FileNotFoundError(f"File not found: {file_path}")

@@ -31,13 +31,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from engine.errors import FileChangedError
-from synapse_sdk.clients.backend.batch import Batch, FileJob, attempt, failure
+from engine.errors import FileChangedError, WorkerDiedError, WorkerStartError
+from synapse_sdk.clients.backend.batch import Batch, FileJob, attempt
+from synapse_sdk.clients.backend.outcomes import FileOutcome
+from synapse_sdk.clients.backend.uploads import upload_file
 
 __all__ = ["RAY_MISSING", "RayExecutor", "WorkerDiedError", "WorkerStartError", "deal"]
 
@@ -57,14 +60,6 @@ MTIME_SLACK = 2.0
 #: package, plus per file in flight two 8 MiB mapped windows with room to spare.
 WORKER_MEMORY = 256 * 1024 * 1024
 MEMORY_PER_UPLOAD = 32 * 1024 * 1024
-
-
-class WorkerDiedError(Exception):
-    """The Ray workers uploading a file died too often; it is reported as failed."""
-
-
-class WorkerStartError(RuntimeError):
-    """No Ray upload worker could be started (no free CPU, or the package missing on the nodes)."""
 
 
 def _gist(error: BaseException) -> str:
@@ -161,8 +156,11 @@ class RayExecutor:
         memory = WORKER_MEMORY + concurrency * MEMORY_PER_UPLOAD
         actor = ray.remote(_Worker).options(num_cpus=1, memory=memory, scheduling_strategy="SPREAD")
 
+        # The client's class travels by name (or by value, if local): this module need not import it.
+        client_class = type(client)
+
         def start(count: int) -> list[Any]:
-            return [actor.remote(settings, chunk_size, concurrency) for _ in range(count)]
+            return [actor.remote(client_class, settings, chunk_size, concurrency) for _ in range(count)]
 
         self._run = _Driver(ray, batch, jobs, start, self.max_worker_deaths)
         try:
@@ -194,6 +192,7 @@ class _Driver:
         self.max_deaths = max_deaths
         self.seats: list[_Seat] = []
         self.urls: dict[int, str] = {}
+        self.offsets: dict[int, int] = {}  # bytes the server acknowledged, as last reported
         self.deaths: Counter[int] = Counter()
         self.callbacks: dict[int, Callable[[int, int], None]] = {}
 
@@ -260,14 +259,15 @@ class _Driver:
             for index, (done, url) in active.items():
                 if url is not None:
                     self.urls[index] = url
+                self.offsets[index] = done
                 self._progress(index)(done, self.jobs[index].size)
-            for index, entry in finished:
+            for index, outcome in finished:
                 job = self.jobs[index]
                 seat.indexes.discard(index)
-                if entry["status"] == "success":
+                if outcome.status == "success":
                     self._progress(index)(job.size, job.size)
-                entry["file_path"] = job.path
-                self.batch.finished(job, entry)
+                # The path as the caller gave it, not the absolute one the worker opened.
+                self.batch.finished(job, replace(outcome, path=job.path))
 
     def _progress(self, index: int) -> Callable[[int, int], None]:
         if index not in self.callbacks:
@@ -289,14 +289,14 @@ class _Driver:
             reason = WorkerDiedError(
                 f"the Ray worker uploading it died {deaths} time{'s' if deaths > 1 else ''}"
                 f" (max_worker_deaths={self.max_deaths}), the last on {seat.where}: {_gist(error)}"
-            )
-            self.batch.finished(self.jobs[index], failure(self.jobs[index].path, reason))
+            ).with_upload(self.urls.get(index), self.offsets.get(index))
+            self.batch.finished(self.jobs[index], FileOutcome.failure(self.jobs[index].path, reason))
         if again and not self.seats:
             try:
                 self.seats = self._started(1)
             except WorkerStartError as start_error:
                 for index in again:
-                    self.batch.finished(self.jobs[index], failure(self.jobs[index].path, start_error))
+                    self.batch.finished(self.jobs[index], FileOutcome.failure(self.jobs[index].path, start_error))
                 return
         if again:
             self._deal(again)
@@ -310,23 +310,21 @@ class _Driver:
 class _Worker:
     """A Ray actor: uploads the files dealt to it, ``concurrency`` at a time, and says how they stand."""
 
-    def __init__(self, settings: dict[str, Any], chunk_size: int, concurrency: int) -> None:
-        from synapse_sdk.clients.backend import BackendClient
-
+    def __init__(self, client_class: type, settings: dict[str, Any], chunk_size: int, concurrency: int) -> None:
         ray = _import_ray()
-        self.client = BackendClient(**settings)
+        self.client = client_class(**settings)
         self.chunk_size = chunk_size
         self.place = f"node {socket.gethostname()} ({ray.util.get_node_ip_address()})"
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
         self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.active: dict[int, list[Any]] = {}  # index -> [bytes done, upload URL]
-        self.finished: list[tuple[int, dict[str, Any]]] = []
+        self.finished: list[tuple[int, FileOutcome]] = []
 
     def where(self) -> str:
         return self.place
 
-    def step(self, jobs: list[_RemoteJob]) -> tuple[dict[int, tuple[int, str | None]], list[tuple[int, dict]]]:
+    def step(self, jobs: list[_RemoteJob]) -> tuple[dict[int, tuple[int, str | None]], list[tuple[int, FileOutcome]]]:
         """Queue ``jobs``; return the files in flight (bytes done, URL) and those finished since the last step."""
         for job in jobs:
             self.pool.submit(self._upload, job)
@@ -350,29 +348,36 @@ class _Worker:
         def on_url(url: str) -> None:
             state[1] = url
 
-        entry = _unseen(job, self.place) or attempt(
+        outcome = _unseen(job, self.place) or attempt(
             job.path,
-            lambda: self.client._chunked_uploader(self.chunk_size).upload(
-                job.path, on_progress, url=job.url, cancel=self.cancel, on_url=on_url
+            lambda: upload_file(
+                self.client,
+                job.path,
+                chunk_size=self.chunk_size,
+                url=job.url,
+                on_progress=on_progress,
+                on_url=on_url,
+                cancel=self.cancel,
             ),
         )
         with self.lock:
             del self.active[job.index]
-            self.finished.append((job.index, entry))
+            # It crosses to the driver: an error that cannot be pickled goes as its text.
+            self.finished.append((job.index, outcome.portable()))
 
 
-def _unseen(job: _RemoteJob, place: str) -> dict[str, Any] | None:
-    """The failure entry of a file this node does not see as the driver listed it, else None."""
+def _unseen(job: _RemoteJob, place: str) -> FileOutcome | None:
+    """The failure of a file this node does not see as the driver listed it, else None."""
     advice = "workers open the driver's paths, which must be on a filesystem every node mounts at the same place"
     try:
         seen = os.stat(job.path)
     except OSError as error:
-        return failure(
-            job.path, type(error)(f"the Ray worker on {place} cannot see {job.path} ({error.strerror}): {advice}")
+        return FileOutcome.failure(
+            Path(job.path), type(error)(f"the Ray worker on {place} cannot see {job.path} ({error.strerror}): {advice}")
         )
     if not stat.S_ISREG(seen.st_mode) or seen.st_size != job.size or abs(seen.st_mtime - job.mtime) > MTIME_SLACK:
-        return failure(
-            job.path,
+        return FileOutcome.failure(
+            Path(job.path),
             FileChangedError(
                 f"{job.path} on {place} is not the file the driver listed ({_described(seen.st_size, seen.st_mtime)};"
                 f" the driver saw {_described(job.size, job.mtime)}): {advice}"
