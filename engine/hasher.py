@@ -17,6 +17,7 @@ from typing import Any
 import engine
 from engine import Md5
 from engine.errors import FileChangedError
+from engine.hashing_service import HashingService
 from engine.plan import Chunk, chunk_at
 from engine.source import ChunkDigest, MappedFile
 
@@ -34,10 +35,20 @@ class ChunkHasher:
     """
 
     def __init__(
-        self, source: MappedFile, twin: ModuleType = engine, *, chunk_md5: bool = True, chunk_xxh3: bool = True
+        self,
+        source: MappedFile,
+        twin: ModuleType = engine,
+        *,
+        chunk_md5: bool = True,
+        chunk_xxh3: bool = True,
+        hashing: HashingService | None = None,
     ) -> None:
+        if hashing is not None and hashing.twin.Md5 is not twin.Md5:
+            raise ValueError("the hashing service must hash with the uploader's engine twin")
         self._source = source
         self._twin = twin
+        # A batch's uploads share one service, which packs their MD5s into SIMD lanes.
+        self._digest_windows = hashing.digest_windows if hashing is not None else twin.digest_windows
         self._chunk_md5 = chunk_md5
         self._chunk_xxh3 = chunk_xxh3
         self._lock = threading.Lock()
@@ -94,7 +105,7 @@ class ChunkHasher:
         running = self.md5_at(chunk.start)
         with self._source.reading():
             windows = self._source.windows(chunk.start, chunk.end)
-            md5, xxh3 = self._twin.digest_windows(windows, running, self._chunk_md5, self._chunk_xxh3)
+            md5, xxh3 = self._digest_windows(windows, running, self._chunk_md5, self._chunk_xxh3)
         digest = ChunkDigest(chunk.start, chunk.end, md5, xxh3)
         with self._lock:
             self._states[chunk.end] = running

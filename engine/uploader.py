@@ -37,6 +37,7 @@ from engine.errors import (
     ValidationError,
 )
 from engine.hasher import ChunkHasher
+from engine.hashing_service import HashingService
 from engine.journal import Journal, JournalEntry, JournalSlot, PresignedEntry
 from engine.multipart import MultipartBody
 from engine.plan import DEFAULT_CHUNK_SIZE, chunk_at
@@ -83,6 +84,7 @@ class ChunkedUploader:
         journal: Journal | None = None,
         chunk_digest: str = "md5",
         query: Mapping[str, str] | None = None,
+        hashing: HashingService | None = None,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         if chunk_digest not in CHUNK_DIGESTS:
@@ -99,6 +101,8 @@ class ChunkedUploader:
         self.journal = journal
         #: Query parameters every request carries (the client's ``default_params``, e.g. ``url_host``).
         self.query = dict(query or {})
+        #: Shared by the uploads of a batch: their MD5s run side by side in SIMD lanes.
+        self.hashing = hashing
 
     def upload(
         self,
@@ -167,6 +171,7 @@ class _Upload:
             uploader.twin,
             chunk_md5=uploader.chunk_digest == "md5",
             chunk_xxh3=uploader.chunk_digest == "xxh3" or slot is not None,
+            hashing=uploader.hashing,
         )
         self.digest: ChunkDigest | None = None  # of the chunk last sent
         self.reported = 0

@@ -101,3 +101,38 @@ def test_bad_concurrency(client) -> None:
 def test_unknown_executor(client) -> None:
     with pytest.raises(ValueError, match="executor must be 'local', 'ray' or an executor object"):
         client.upload_files([], executor="dask")
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_batch_hashes_through_one_shared_service(client, tmp_path: Path, monkeypatch, shared: bool) -> None:
+    """By default the files in flight hand their MD5 work to one HashingService; shared_hashing=False opts out."""
+    from engine.hashing_service import HashingService
+    from synapse_sdk.clients.backend import LocalExecutor
+
+    services: list[HashingService] = []
+    real_init = HashingService.__init__
+
+    def remembered(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        services.append(self)
+
+    monkeypatch.setattr(HashingService, "__init__", remembered)
+    files = {}
+    for i in range(6):
+        path, data = make_file(tmp_path, f"f{i}.bin", 3 * 64 * KIB + i * 1000)
+        files[path] = data
+    results = client.upload_files(
+        [tmp_path], concurrency=4, chunk_size=64 * KIB, executor=LocalExecutor(shared_hashing=shared)
+    )
+    assert not results["failed"]
+    assert len(results["successful"]) == len(files)
+    for entry in results["successful"]:
+        # The finalize MD5 was the file's (the server checked it); the reference server also answers it.
+        assert entry["result"].get("checksum", hashlib.md5(files[entry["file_path"]]).hexdigest()) == (
+            hashlib.md5(files[entry["file_path"]]).hexdigest()
+        )
+    if shared:
+        # One service for the batch, and every chunk's two MD5 streams (at least 3 chunks a file) went through it.
+        assert len(services) == 1 and services[0].streams >= 2 * 3 * len(files)
+    else:
+        assert services == []

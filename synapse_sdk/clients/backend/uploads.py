@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.hashing_service import HashingService
 from engine.journal import Journal
 from engine.plan import DEFAULT_CHUNK_SIZE
 from engine.retry import RetryPolicy
@@ -49,6 +50,7 @@ def upload_file(
     on_url: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     read_timeout: float | None = None,
+    hashing: HashingService | None = None,
 ) -> dict[str, Any]:
     """Upload ``path`` in chunks with ``client``'s pool, headers, timeouts, retries and journal.
 
@@ -59,7 +61,8 @@ def upload_file(
     every stored chunk; ``on_url(url)`` is told the upload's URL once the
     server has created it; setting ``cancel`` stops it (``UploadCancelled``)
     before its next request, resumable. ``read_timeout`` overrides the
-    client's read timeout for this upload.
+    client's read timeout for this upload. ``hashing`` is a service shared
+    by the uploads of a batch, hashing their MD5s together in SIMD lanes.
 
     Raises ``FileNotFoundError``/``IsADirectoryError`` for a bad path and the
     ``ClientError`` hierarchy (with ``url`` and ``offset``) otherwise.
@@ -79,5 +82,6 @@ def upload_file(
         journal=client.journal,
         chunk_digest=client.chunk_digest,
         query=client.default_params,
+        hashing=hashing,
     )
     return uploader.upload(path, on_progress, url=url, cancel=cancel, on_url=on_url)
