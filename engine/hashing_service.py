@@ -109,6 +109,9 @@ class HashingService:
         staging = memoryview(bytearray(SLICE)) if xxh3 else None
         for window in windows:
             view = memoryview(window).cast("B")
+            if staging is None:
+                self.update(states, view)  # the whole window at once: its slices stay in the lanes, round after round
+                continue
             for start in range(0, len(view), SLICE):
                 piece = view[start : start + SLICE]
                 self.update(states, piece)
