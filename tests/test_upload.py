@@ -198,17 +198,18 @@ def test_unknown_chunk_digest_is_refused(server) -> None:
 
 
 def test_plain_http_sends_chunks_with_sendfile(reference_server, tmp_path: Path, monkeypatch) -> None:
-    """Over plain HTTP the chunk bytes go through socket.sendfile, never through user space."""
-    import socket
+    """Over plain HTTP the chunk bytes go through os.sendfile, never through user space."""
+    import os
 
     calls: list[int] = []
-    real = socket.socket.sendfile
+    real = os.sendfile
 
-    def counting_sendfile(self, file, offset=0, count=None):
-        calls.append(count)
-        return real(self, file, offset, count)
+    def counting_sendfile(out_fd, in_fd, offset, count):
+        sent = real(out_fd, in_fd, offset, count)
+        calls.append(sent)
+        return sent
 
-    monkeypatch.setattr(socket.socket, "sendfile", counting_sendfile)
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
     path, data = make_file(tmp_path, "data.bin", 3 * 64 * KIB + 5)
     with BackendClient(reference_server.base_url, access_token=ALICE, journal=False) as client:
         result = client.create_chunked_upload(path, chunk_size=64 * KIB)
