@@ -27,11 +27,13 @@ from synapse_sdk.clients.backend.ray_executor import (
     MEMORY_PER_UPLOAD,
     WORKER_MEMORY,
     RayExecutor,
+    WorkerDiedError,
     WorkerStartError,
     _RemoteJob,
     _unseen,
     deal,
 )
+from synapse_sdk.clients.exceptions import ClientError
 from tests.conftest import ALICE, make_file
 from tests.faults import Proxy, stall
 
@@ -208,6 +210,10 @@ def test_a_file_whose_workers_keep_dying_fails_and_says_why(
     assert failed["file_path"] == big and failed["error"].startswith("WorkerDiedError: ")
     assert "died 1 time (max_worker_deaths=1), the last on node " in failed["error"]
     assert failed["error"].endswith("ActorDiedError: The actor is dead because it was killed by `ray.kill`.")
+    # Typed: the error itself, with where the upload stood when its last worker died.
+    [outcome] = results.failures
+    assert isinstance(outcome.error, WorkerDiedError) and isinstance(outcome.error, ClientError)
+    assert outcome.url is not None and "/chunked_upload/" in outcome.url and outcome.offset is not None
 
 
 def test_workers_that_cannot_start_are_one_clear_error(ray_cluster, reference_server, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
             "authorization_token": self.authorization_token,
             "tenant": self.tenant,
             "agent_token": self.agent_token,
-            "timeout": self.timeout,
+            "timeout": dict(self.timeout),
             "url_host": self.default_params.get("url_host"),
             "verify": self.verify if isinstance(self.verify, bool) else os.fspath(self.verify),
             "retry": self.retry,
