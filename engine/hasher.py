@@ -83,8 +83,8 @@ class ChunkHasher:
             running = self._states[known].copy() if known in self._states else self._twin.Md5()
         if known < offset:
             with self._source.reading():
-                for window in self._source.windows(known, offset):
-                    running.update(window)
+                # Through the batch's hashing service, if any: its lanes take this stream too.
+                self._digest_windows(self._source.windows(known, offset), running, False, False)
             with self._lock:
                 self._states[offset] = running.copy()
         return running

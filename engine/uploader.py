@@ -85,6 +85,7 @@ class ChunkedUploader:
         chunk_digest: str = "md5",
         query: Mapping[str, str] | None = None,
         hashing: HashingService | None = None,
+        send_whole: bool = True,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         if chunk_digest not in CHUNK_DIGESTS:
@@ -103,6 +104,8 @@ class ChunkedUploader:
         self.query = dict(query or {})
         #: Shared by the uploads of a batch: their MD5s run side by side in SIMD lanes.
         self.hashing = hashing
+        #: Whether a file of at most one chunk goes in one POST with its MD5 (one round trip, not two).
+        self.send_whole = send_whole
 
     def upload(
         self,
@@ -185,6 +188,7 @@ class _Upload:
             filename=self.filename,
             chunk_digest=self.up.chunk_digest,
             retry=self.up.retry,
+            send_whole=self.up.send_whole,
         )
 
     def run(self) -> dict[str, Any]:
@@ -208,7 +212,7 @@ class _Upload:
                     else:
                         raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
                 except ValidationError as error:
-                    if isinstance(action, SendWhole):  # plain drf-chunked-upload refuses empty files outright
+                    if isinstance(action, SendWhole) and not self.source.size:  # drf-chunked-upload refuses them
                         detail = f"the server refused {self.source.path}, an empty file: {error.detail}"
                         refused = ValidationError(error.status_code, detail)
                         raise refused.with_upload(self.protocol.url, self.protocol.offset) from error
@@ -225,8 +229,7 @@ class _Upload:
             return self.protocol.next_request(chunk_digest=self.digest)
         if isinstance(action, (Finalize, SendWhole)):
             md5 = self.hasher.md5_at(self.source.size).hexdigest()
-            if isinstance(action, Finalize):
-                self.source.check_unchanged()
+            self.source.check_unchanged()
             return self.protocol.next_request(file_md5=md5)
         return self.protocol.next_request()
 

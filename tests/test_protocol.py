@@ -34,7 +34,7 @@ def test_happy_path_in_three_chunks() -> None:
 
 
 def test_uuid_ids_are_accepted() -> None:
-    p = ChunkedUploadProtocol(5, 10)
+    p = ChunkedUploadProtocol(5, 10, send_whole=False)
     p.chunk_stored({"id": "0b7e-uuid", "url": URL, "offset": 5})
     assert p.upload_id == "0b7e-uuid" and p.phase is Phase.FINALIZE
 
@@ -75,7 +75,7 @@ def test_lost_chunk_answer_is_checked_then_continued() -> None:
 
 
 def test_lost_finalize_answer_accepts_a_completed_upload() -> None:
-    p = ChunkedUploadProtocol(10, 10)
+    p = ChunkedUploadProtocol(10, 10, send_whole=False)
     p.chunk_stored(record(10))
     p.answer_lost()
     done = record(10, completed_at="2026-01-01T00:00:00Z")
@@ -84,7 +84,7 @@ def test_lost_finalize_answer_accepts_a_completed_upload() -> None:
 
 
 def test_lost_finalize_answer_of_an_incomplete_upload_finalizes_again() -> None:
-    p = ChunkedUploadProtocol(10, 10)
+    p = ChunkedUploadProtocol(10, 10, send_whole=False)
     p.chunk_stored(record(10))
     p.answer_lost()
     p.state_received(record(10, completed_at=None))
@@ -102,10 +102,10 @@ def _machines() -> dict[str, ChunkedUploadProtocol]:
     create = ChunkedUploadProtocol(30, 10)
     append = ChunkedUploadProtocol(30, 10)
     append.chunk_stored(record(10))
-    finalize = ChunkedUploadProtocol(10, 10)
+    finalize = ChunkedUploadProtocol(10, 10, send_whole=False)
     finalize.chunk_stored(record(10))
     check = ChunkedUploadProtocol(30, 10, url=URL)
-    done = ChunkedUploadProtocol(10, 10)
+    done = ChunkedUploadProtocol(10, 10, send_whole=False)
     done.chunk_stored(record(10))
     done.finalized({"id": 7})
     return {"create": create, "append": append, "finalize": finalize, "check": check, "done": done}

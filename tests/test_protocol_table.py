@@ -54,7 +54,7 @@ def record(offset: int, **extra: Any) -> dict[str, Any]:
 def in_phase(phase: Phase) -> ChunkedUploadProtocol:
     """A machine in ``phase``, reached by legal events only."""
     if phase is Phase.WHOLE:
-        return ChunkedUploadProtocol(0, CHUNK, collection_url=BASE)
+        return ChunkedUploadProtocol(CHUNK, CHUNK, collection_url=BASE)  # one chunk: sent whole
     if phase is Phase.CHECK:
         return machine(url=URL)
     m = machine()
@@ -79,6 +79,7 @@ FIRE: dict[Event, Callable[[ChunkedUploadProtocol], None]] = {
     Event.FINALIZED: lambda m: m.finalized({"id": 7}),
     Event.ANSWER_LOST: lambda m: m.answer_lost(),
     Event.STATE_RECEIVED: lambda m: m.state_received(record(20)),
+    Event.WHOLE_REFUSED: lambda m: m.whole_refused(),
 }
 
 PAIRS = list(itertools.product(Phase, Event))
@@ -167,10 +168,50 @@ def test_finalize_check_and_whole_requests() -> None:
     )
     m.answer_lost()
     assert m.next_request() == Request("GET", URL)
-    whole = ChunkedUploadProtocol(0, CHUNK, collection_url=BASE, filename="e")
-    assert whole.next_request(file_md5="cd" * 16) == Request(
-        "POST", BASE, fields=((wire.FILENAME, "e"), (wire.MD5, "cd" * 16)), file=FilePart(0, 0)
+    empty = ChunkedUploadProtocol(0, CHUNK, collection_url=BASE, filename="e", idempotency_key="k0")
+    assert empty.next_request(file_md5="cd" * 16) == Request(
+        "POST",
+        BASE,
+        headers=((wire.IDEMPOTENCY_KEY, "k0"),),
+        fields=((wire.FILENAME, "e"), (wire.MD5, "cd" * 16)),
+        file=FilePart(0, 0),
+        signals=frozenset({400}),
     )
+
+
+def test_a_file_of_one_chunk_is_one_post_and_a_bigger_one_is_not() -> None:
+    one = ChunkedUploadProtocol(CHUNK, CHUNK, collection_url=BASE, filename="o", idempotency_key="k1")
+    assert one.next_request(file_md5="ef" * 16) == Request(
+        "POST",
+        BASE,
+        headers=((wire.IDEMPOTENCY_KEY, "k1"),),
+        fields=((wire.FILENAME, "o"), (wire.MD5, "ef" * 16)),
+        file=FilePart(0, CHUNK),
+        signals=frozenset({400, 405}),  # 405: the server takes no whole file, 400: maybe its MD5 was wrong
+    )
+    assert machine().phase is Phase.CREATE  # three chunks
+    assert ChunkedUploadProtocol(CHUNK, CHUNK, send_whole=False).phase is Phase.CREATE
+
+
+def test_a_whole_file_whose_md5_did_not_match_is_sent_again_then_refused() -> None:
+    m = in_phase(Phase.WHOLE)
+    mismatch = {wire.DETAIL: wire.CHECKSUM_DOES_NOT_MATCH}
+    for _ in range(CHUNK_CHECKSUM_RETRIES):
+        assert m.receive(400, mismatch) is Event.CHUNK_REJECTED and m.phase is Phase.WHOLE
+    with pytest.raises(ProtocolError, match="rejected the file's MD5 repeatedly"):
+        m.receive(400, mismatch)
+    with pytest.raises(ValidationError):  # any other 400 is the server refusing the file
+        in_phase(Phase.WHOLE).receive(400, {wire.DETAIL: "Size of file exceeds the limit"})
+
+
+def test_a_server_without_whole_posts_gets_the_chunked_protocol() -> None:
+    m = in_phase(Phase.WHOLE)
+    assert m.receive(405, {wire.DETAIL: 'Method "POST" not allowed.'}) is Event.WHOLE_REFUSED
+    assert m.next_action() == PutChunk(None, Chunk(0, CHUNK, CHUNK))
+    empty = ChunkedUploadProtocol(0, CHUNK, collection_url=BASE)
+    with pytest.raises(HTTPError) as raised:  # an empty file has no chunk to send instead
+        empty.receive(405, {wire.DETAIL: "no"})
+    assert raised.value.status_code == 405
 
 
 @pytest.mark.parametrize(

@@ -387,7 +387,14 @@ class UploadApp:
         return 200, self._record(request, upload)
 
     def _upload_whole(self, request: _Request) -> tuple[int, dict[str, object]]:
-        _, upload = self._store_whole(request, _check_whole_upload)
+        key = _idempotency_key(request.environ)
+        with self._store.creating(request.owner, key):
+            existing = None if key is None else self._store.find_key(request.owner, key)
+            if existing is not None:
+                # A repeated POST (its first answer was lost): store nothing, answer the upload it made.
+                request.body.drain()
+                return 200, self._record(request, existing)
+            _, upload = self._store_whole(request, _check_whole_upload, key)
         if upload is None:
             raise HttpError(400, "No file was submitted (the form needs a 'file' part)")
         return 200, self._record(request, upload)
@@ -505,13 +512,16 @@ class UploadApp:
             raise HttpError(404, "Not found.")
         return upload
 
-    def _store_whole(self, request: _Request, check: Callable[[_Form, str], None]) -> tuple[_Form, Upload | None]:
+    def _store_whole(
+        self, request: _Request, check: Callable[[_Form, str], None], key: str | None = None
+    ) -> tuple[_Form, Upload | None]:
         """Stream a multipart body's ``file`` part into a new upload and complete it.
 
         ``check(form, md5)`` may refuse the file (raise) before it is kept.
-        Without a ``file`` part nothing is kept and the upload is None.
+        Without a ``file`` part nothing is kept and the upload is None. The
+        upload keeps the ``Idempotency-Key`` ``key``, if any.
         """
-        reserved = self._store.reserve(request.owner, 0)
+        reserved = self._store.reserve(request.owner, 0, key)
         upload = None
         # Held so that no request can touch the upload between commit and complete.
         with self._store.locked(reserved.id):
@@ -521,7 +531,9 @@ class UploadApp:
                     if form.file is None:
                         return form, None
                     self._check_limit(chunk.received)
-                    md5 = chunk.running.hexdigest()
+                    # A store that hashes nothing (discard) takes the client's word for it.
+                    claimed = str(form.fields.get(wire.MD5, "")).lower()
+                    md5 = claimed if chunk.running is None else chunk.running.hexdigest()
                     check(form, md5)
                     filename = form.fields.get(wire.FILENAME) or form.file.filename or ""
                     upload = self._store.commit(chunk, filename=_filename(filename), total=chunk.size)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-import engine
 from synapse_sdk.server.storage import Upload
 from synapse_sdk.server.store import Store, Usage
 
@@ -28,7 +27,7 @@ class _CountedChunk:
         self._usage = usage
         self.limit = limit
         self.received = 0
-        self.running = engine.Md5()  # stays empty: nothing is hashed
+        self.running = None  # nothing is hashed
         self.committed = False
 
     def write(self, view: memoryview) -> None:

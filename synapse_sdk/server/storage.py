@@ -70,8 +70,8 @@ class ChunkWriter(Protocol):
     upload: Upload
     #: Bytes of the part received, including any past the limit.
     received: int
-    #: The upload's running MD5 with this chunk's bytes in it.
-    running: engine.Md5
+    #: The upload's running MD5 with this chunk's bytes in it; None when the store hashes nothing.
+    running: engine.Md5 | None
     #: The chunk's own digests, when asked for (``verify``) and settled.
     chunk_md5: bytes | None
     chunk_xxh3: bytes | None

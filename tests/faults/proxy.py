@@ -81,7 +81,8 @@ BLOCK: Final = 64 * 1024
 MAX_HEAD: Final = 64 * 1024
 # How often the accept loop looks at the stop flag.
 ACCEPT_POLL: Final = 0.05
-INJECTABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+# 405: a server (or gateway) that refuses a method, as one without whole-file POSTs does.
+INJECTABLE_STATUSES: Final = frozenset({405, 429, 500, 502, 503, 504})
 
 
 # -- faults -------------------------------------------------------------------

@@ -9,7 +9,10 @@ every request) and ``journal`` (where unfinished uploads are recorded for
 resuming: ``True`` for the user's cache folder or ``$SYNAPSE_UPLOAD_JOURNAL``,
 a folder, or ``False`` for none) and ``chunk_digest`` (``"md5"``:
 ``Content-MD5`` per chunk, the default; ``"xxh3"``: the cheaper
-``Content-XXH3`` the reference server verifies; ``"none"``) are additions.
+``Content-XXH3`` the reference server verifies; ``"none"``) and
+``send_whole`` (``True``: a file of at most one chunk goes in one POST with
+its MD5, one round trip instead of two; ``False``: a chunk PUT and a
+finalize, as synapse-sdk sends every file) are additions.
 ``url_host`` (``"internal"``: presigned URLs for consumers inside the
 deployment's network) is sent with every request as the ``url_host`` query
 parameter, as synapse-sdk does.
@@ -75,6 +78,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         retry: RetryPolicy | None = None,
         journal: bool | str | os.PathLike[str] = True,
         chunk_digest: str = "md5",
+        send_whole: bool = True,
     ) -> None:
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         if url_host:
@@ -84,6 +88,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         # As given: True means "the default folder" wherever the settings are used.
         self._journal_setting = journal if isinstance(journal, bool) else os.fspath(journal)
         self.chunk_digest = chunk_digest
+        self.send_whole = send_whole
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant
@@ -109,6 +114,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
             "retry": self.retry,
             "journal": self._journal_setting,
             "chunk_digest": self.chunk_digest,
+            "send_whole": self.send_whole,
         }
 
     def _get_headers(self) -> dict[str, str]:

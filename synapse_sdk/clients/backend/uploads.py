@@ -34,6 +34,7 @@ class UploadClient(Protocol):
     retry: RetryPolicy
     journal: Journal | None
     chunk_digest: str
+    send_whole: bool
     default_params: Mapping[str, str]
 
     # The published clients' hook for authentication headers (subclasses override it).
@@ -83,5 +84,6 @@ def upload_file(
         chunk_digest=client.chunk_digest,
         query=client.default_params,
         hashing=hashing,
+        send_whole=client.send_whole,
     )
     return uploader.upload(path, on_progress, url=url, cancel=cancel, on_url=on_url)
