@@ -26,6 +26,12 @@ Phases::
     APPEND/FINALIZE --offset_mismatch--> APPEND/FINALIZE      (re-align on expected_offset)
     APPEND/FINALIZE --answer_lost--> CHECK --state_received--> APPEND/FINALIZE/DONE
 
+Where the server stores chunks out of order (``Synapse-Parallel-Chunks``)
+and the machine may use it (``parallel_chunks``), APPEND's action is
+``Scatter``: the chunks the server lacks go on several connections at once
+(``engine.scatter``), and what comes of them is fed back as the events above
+(the last stored chunk's record, or the offset of a server that refused).
+
 A lost answer to a create is not an event: the create is sent again with the
 same ``Idempotency-Key`` (``Request.lost_is_event`` says which requests are
 which). Lost answers in a row are bounded by a ``RetryPolicy`` the machine
@@ -62,7 +68,9 @@ __all__ = [
     "Phase",
     "PutChunk",
     "Request",
+    "Scatter",
     "SendWhole",
+    "held_ranges",
 ]
 
 #: How each chunk is vouched for: ``Content-MD5`` (RFC 1864, the default),
@@ -154,13 +162,21 @@ class CheckState:
 
 
 @dataclass(frozen=True)
+class Scatter:
+    """Send the chunks the upload at ``url`` lacks, ``width`` at once, out of order (``engine.scatter``)."""
+
+    url: str
+    width: int
+
+
+@dataclass(frozen=True)
 class Done:
     """The upload is complete; ``record`` is the server's final answer."""
 
     record: dict[str, Any]
 
 
-Action = PutChunk | SendWhole | Finalize | CheckState | Done
+Action = PutChunk | Scatter | SendWhole | Finalize | CheckState | Done
 
 
 # -- what goes on the wire --------------------------------------------------------
@@ -203,6 +219,31 @@ def _offset_of(record: Any, size: int) -> int:
     return offset
 
 
+def _received_of(record: dict[str, Any], offset: int, size: int) -> tuple[tuple[int, int], ...]:
+    """The record's ``received`` ranges past ``offset``: in order, apart, inside the file (absent: none)."""
+    value = record.get(wire.RECEIVED) or []
+    ranges: list[tuple[int, int]] = []
+    for item in value if isinstance(value, list) else [value]:
+        if not (isinstance(item, list) and len(item) == 2 and all(type(n) is int for n in item)):
+            raise ProtocolError(f"server answered received ranges {value!r}, not [[start, end], ...]: {record!r}")
+        start, end = item
+        if not (ranges[-1][1] if ranges else offset) < start < end <= size:
+            raise ProtocolError(f"server answered received ranges {value!r} for bytes {offset}-{size}: {record!r}")
+        ranges.append((start, end))
+    return tuple(ranges)
+
+
+def held_ranges(offset: int, received: tuple[tuple[int, int], ...] = ()) -> list[tuple[int, int]]:
+    """The byte ranges a server holds: the prefix ``[0, offset)`` (if any), then ``received``."""
+    return [*([(0, offset)] if offset else []), *received]
+
+
+def _parallel_chunks(headers: Mapping[str, str]) -> int:
+    """How many chunks the server takes at once, out of order (``Synapse-Parallel-Chunks``; absent: 1)."""
+    value = headers.get(wire.PARALLEL_CHUNKS, "")
+    return int(value) if value.isdigit() and 0 < len(value) < 4 else 1
+
+
 def _says(body: Any, detail: str) -> bool:
     return isinstance(body, dict) and str(body.get(wire.DETAIL, "")).lower() == detail
 
@@ -227,7 +268,9 @@ class ChunkedUploadProtocol:
     bounds lost answers in a row. With ``send_whole`` (the default), a file
     of at most one chunk goes in one POST with its MD5, as drf-chunked-upload
     allows, instead of a chunk PUT and a finalize: one round trip, not two.
-    An empty file always does (a chunk cannot be empty).
+    An empty file always does (a chunk cannot be empty). ``parallel_chunks``:
+    at most how many chunks to send at once where the server takes them out
+    of order (1: one at a time, as plain drf-chunked-upload needs anyway).
     """
 
     def __init__(
@@ -243,12 +286,15 @@ class ChunkedUploadProtocol:
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         send_whole: bool = True,
+        parallel_chunks: int = 1,
     ) -> None:
         chunk_at(0, max(size, 1), chunk_size)  # validates chunk_size
         if size < 0 or not 0 <= offset <= size:
             raise ValueError(f"cannot start at byte {offset} of a {size}-byte file")
         if chunk_digest not in CHUNK_DIGESTS:
             raise ValueError(f"chunk_digest must be one of {', '.join(CHUNK_DIGESTS)}, not {chunk_digest!r}")
+        if isinstance(parallel_chunks, bool) or not isinstance(parallel_chunks, int) or parallel_chunks < 1:
+            raise ValueError(f"parallel_chunks must be a whole number of at least 1, not {parallel_chunks!r}")
         self.size = size
         self.chunk_size = chunk_size
         self.collection_url = collection_url
@@ -259,6 +305,11 @@ class ChunkedUploadProtocol:
         self.url = url
         self.upload_id: Any = None
         self.offset = offset
+        #: Ranges ``[start, end)`` past ``offset`` the server holds (chunks it stored out of order).
+        self.received: tuple[tuple[int, int], ...] = ()
+        self.parallel_chunks = parallel_chunks
+        #: What the server's last answer said it takes at once (``Synapse-Parallel-Chunks``).
+        self.server_parallel = 1
         self.record: dict[str, Any] | None = None
         #: Checksum rejections of the chunk being sent, in a row.
         self.rejections = 0
@@ -279,6 +330,11 @@ class ChunkedUploadProtocol:
         if self.phase is Phase.WHOLE:
             return SendWhole()
         if self.phase is Phase.APPEND:
+            assert self.url is not None
+            width = min(self.parallel_chunks, self.server_parallel)
+            missing = self.size - self.offset - sum(end - start for start, end in self.received)
+            if width > 1 and missing > self.chunk_size:
+                return Scatter(self.url, width)
             return PutChunk(self.url, chunk_at(self.offset, self.size, self.chunk_size))
         # Past CREATE the server has named the upload (and in DONE answered its record).
         if self.phase is Phase.FINALIZE:
@@ -304,6 +360,8 @@ class ChunkedUploadProtocol:
             return Request("GET", action.url)
         if isinstance(action, Done):
             raise ProtocolError("the upload is complete: there is nothing left to send")
+        if isinstance(action, Scatter):
+            raise ProtocolError("scattered chunks are sent by engine.scatter.ChunkScatter, not one request here")
         if not file_md5:
             raise ValueError(f"a {type(action).__name__} request needs the whole file's MD5")
         if isinstance(action, Finalize):
@@ -321,7 +379,12 @@ class ChunkedUploadProtocol:
         )
 
     def _chunk_request(self, action: PutChunk, digest: ChunkDigest | None) -> Request:
-        chunk = action.chunk
+        return self.chunk_request(action.url, action.chunk, digest)
+
+    def chunk_request(
+        self, url: str | None, chunk: Chunk, digest: ChunkDigest | None, *, out_of_order: bool = False
+    ) -> Request:
+        """The PUT of ``chunk`` to ``url`` (None: the create); ``out_of_order`` marks one of a scatter."""
         headers = [(wire.CONTENT_RANGE, chunk.content_range)]
         if self.chunk_digest != "none":
             if digest is None or (digest.start, digest.end) != (chunk.start, chunk.end):
@@ -332,18 +395,20 @@ class ChunkedUploadProtocol:
                 headers.append((wire.CONTENT_XXH3, digest.xxh3_128.hex()))
             else:
                 raise ValueError(f"a chunk request needs the xxh3-128 of bytes {chunk.start}-{chunk.end}")
-        if action.url is None:
+        if url is None:
             # A create whose answer is lost is sent again; the key lets the
             # server answer with the upload it already made instead of a twin.
             headers.append((wire.IDEMPOTENCY_KEY, self.idempotency_key))
+        if out_of_order:
+            headers.append((wire.OUT_OF_ORDER, "1"))
         return Request(
             "PUT",
-            action.url or self._collection(),
+            url or self._collection(),
             headers=tuple(headers),
             fields=((wire.FILENAME, self.filename),),
             file=FilePart(chunk.start, chunk.length),
-            signals=frozenset({400}),
-            lost_is_event=action.url is not None,
+            signals=frozenset({400, 409}) if out_of_order else frozenset({400}),
+            lost_is_event=url is not None,
         )
 
     def _collection(self) -> str:
@@ -368,6 +433,7 @@ class ChunkedUploadProtocol:
             if event is None:
                 raise ProtocolError(f"an answer is not expected while the upload is in phase {self.phase.value}")
             self._fire(event, body)
+            self.server_parallel = _parallel_chunks(headers or {})
             return event
         if status == 400 and isinstance(body, dict):
             expected = body.get(wire.EXPECTED_OFFSET)
@@ -425,6 +491,16 @@ class ChunkedUploadProtocol:
         """The server takes no file in one POST (405): send it as a chunk and a finalize instead."""
         self._fire(Event.WHOLE_REFUSED)
 
+    def scatter_refused(self, expected_offset: Any) -> None:
+        """The server stores no chunk out of order after all: re-align, then go on one chunk at a time."""
+        self.offset_mismatch(expected_offset)
+        self.server_parallel = 1
+
+    def held_by(self, record: Any) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """A record's ``offset`` and ``received`` ranges, checked against the file (``ProtocolError`` if off)."""
+        offset = _offset_of(record, self.size)
+        return offset, _received_of(record, offset, self.size)
+
     def _fire(self, event: Event, *args: Any) -> None:
         allowed = TRANSITIONS[self.phase].get(event)
         if allowed is None:
@@ -437,13 +513,14 @@ class ChunkedUploadProtocol:
     # Handlers: compute the changes an event makes, raise if it does not fit; change nothing.
 
     def _on_chunk_stored(self, record: Any) -> dict[str, Any]:
-        offset = _offset_of(record, self.size)
+        offset, received = self.held_by(record)
         url = record.get(wire.URL) or self.url
         if not isinstance(url, str) or not url:
             raise ProtocolError(f"server answered the first chunk without the upload's url: {record!r}")
         return {
             "url": url,
             "offset": offset,
+            "received": received,
             "upload_id": record.get(wire.ID, self.upload_id),
             "phase": self._sending(offset),
             "rejections": 0,
@@ -477,7 +554,7 @@ class ChunkedUploadProtocol:
         return {"phase": Phase.CHECK, "lost_answers": lost_answers}
 
     def _on_state_received(self, record: Any) -> dict[str, Any]:
-        offset = _offset_of(record, self.size)
+        offset, received = self.held_by(record)
         if record.get(wire.URL) not in (None, self.url):
             raise ProtocolError(f"server answered the state of another upload: {record!r}")
         if record.get(wire.COMPLETED_AT):
@@ -485,7 +562,8 @@ class ChunkedUploadProtocol:
                 raise ProtocolError(f"server completed the upload at {offset} of {self.size} bytes")
             return {"record": record, "offset": offset, "phase": Phase.DONE}
         upload_id = record.get(wire.ID, self.upload_id)
-        return {"upload_id": upload_id, "offset": offset, "phase": self._sending(offset), "rejections": 0}
+        phase = self._sending(offset)
+        return {"upload_id": upload_id, "offset": offset, "received": received, "phase": phase, "rejections": 0}
 
     def _sending(self, offset: int) -> Phase:
         return Phase.FINALIZE if offset == self.size else Phase.APPEND

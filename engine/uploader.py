@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
@@ -40,7 +41,7 @@ from engine.hasher import ChunkHasher
 from engine.hashing_service import HashingService
 from engine.journal import Journal, JournalEntry, JournalSlot, PresignedEntry
 from engine.multipart import MultipartBody
-from engine.plan import DEFAULT_CHUNK_SIZE, chunk_at
+from engine.plan import DEFAULT_CHUNK_SIZE, Chunk, chunk_at
 from engine.protocol import (
     CHUNK_CHECKSUM_RETRIES,
     CHUNK_DIGESTS,
@@ -51,11 +52,13 @@ from engine.protocol import (
     Finalize,
     PutChunk,
     Request,
+    Scatter,
     SendWhole,
 )
 from engine.retry import RetryPolicy
+from engine.scatter import ChunkScatter
 from engine.source import ChunkDigest, MappedFile
-from engine.transport import Transport
+from engine.transport import Response, Transport
 
 __all__ = ["CHUNK_CHECKSUM_RETRIES", "CHUNK_DIGESTS", "ChunkHasher", "ChunkedUploader"]
 
@@ -86,6 +89,7 @@ class ChunkedUploader:
         query: Mapping[str, str] | None = None,
         hashing: HashingService | None = None,
         send_whole: bool = True,
+        parallel_chunks: int = 4,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         if chunk_digest not in CHUNK_DIGESTS:
@@ -106,6 +110,8 @@ class ChunkedUploader:
         self.hashing = hashing
         #: Whether a file of at most one chunk goes in one POST with its MD5 (one round trip, not two).
         self.send_whole = send_whole
+        #: At most how many chunks of one file travel at once, where the server takes them out of order.
+        self.parallel_chunks = parallel_chunks
 
     def upload(
         self,
@@ -189,6 +195,7 @@ class _Upload:
             chunk_digest=self.up.chunk_digest,
             retry=self.up.retry,
             send_whole=self.up.send_whole,
+            parallel_chunks=self.up.parallel_chunks,
         )
 
     def run(self) -> dict[str, Any]:
@@ -197,12 +204,12 @@ class _Upload:
                 action = self.protocol.next_action()
                 if isinstance(action, Done):
                     return self._finish(action.record)
-                if self.cancel is not None and self.cancel.is_set():
-                    raise UploadCancelled(f"upload of {self.source.path} cancelled").with_upload(
-                        self.protocol.url, self.protocol.offset
-                    )
+                self._check_cancel()
                 try:
-                    self._exchange(self._request(action))
+                    if isinstance(action, Scatter):
+                        self._scatter(action)
+                    else:
+                        self._exchange(self._request(action))
                 except (NotFoundError, GoneError) as error:
                     if self.resuming is not None:
                         self._start_fresh(f"the server no longer has the upload to resume ({error})")
@@ -222,6 +229,12 @@ class _Upload:
         finally:
             self.hasher.close()
 
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise UploadCancelled(f"upload of {self.source.path} cancelled").with_upload(
+                self.protocol.url, self.protocol.offset
+            )
+
     def _request(self, action: PutChunk | SendWhole | Finalize | CheckState) -> Request:
         """Hash what the machine's next request needs, and have it build the request."""
         if isinstance(action, PutChunk):
@@ -235,6 +248,78 @@ class _Upload:
 
     def _exchange(self, request: Request) -> None:
         """Send ``request``, retrying as the policy allows, and feed the machine what came of it."""
+        try:
+            answer = self._send(request)
+        except _LOST as error:
+            if not request.lost_is_event:
+                raise
+            self.protocol.answer_lost(error)  # raises it once lost answers in a row are too many
+            self._wait_after_loss(request, error, self.protocol.lost_answers)
+            return
+        event = self.protocol.receive(answer.status, answer.detail, answer.headers)
+        if event is Event.CHUNK_STORED:
+            assert self.digest is not None  # a stored chunk was hashed before it was sent
+            self._stored(self.digest, self.protocol.offset)
+        elif event is Event.STATE_RECEIVED and self.resuming is not None:
+            self._adopt_resumed()
+
+    def _scatter(self, action: Scatter) -> None:
+        """Send the chunks the server lacks ``action.width`` at a time, each on its own pooled connection.
+
+        This thread hashes them in file order (the whole file's MD5 runs on)
+        while up to ``width`` are on the wire; answers are fed to the scatter
+        as they come. It ends with the machine told what the server holds.
+        """
+        scatter = ChunkScatter(self.protocol, action.width)
+        sending: dict[Future[Response], tuple[Chunk, ChunkDigest]] = {}
+        senders = ThreadPoolExecutor(action.width, thread_name_prefix="chunk-sender")
+        try:
+            while not scatter.finished:
+                self._check_cancel()
+                while (chunk := scatter.next_chunk()) is not None:
+                    digest = self.hasher.digest(chunk, chunk_size=self.up.chunk_size)
+                    sending[senders.submit(self._send, scatter.request(chunk, digest))] = (chunk, digest)
+                check = scatter.check_request()
+                if check is not None:
+                    self.up.sleep(scatter.lost_answers.delay)
+                    scatter.state_received(self._send(check).raise_for_status().detail)
+                    continue
+                done, _ = wait(sending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk, digest = sending.pop(future)
+                    try:
+                        answer = future.result()
+                    except _LOST as error:
+                        scatter.answer_lost(chunk, error)  # raises it once lost answers in a row are too many
+                        retrying.announce_wait(f"PUT {scatter.url} ({self.filename})", error, scatter.lost_answers)
+                        continue
+                    if scatter.receive(chunk, answer.status, answer.detail, answer.headers) is Event.CHUNK_STORED:
+                        self._stored(digest, scatter.offset, scatter.bytes_held)
+        finally:
+            # On an error, the chunks in flight end first (their answers no longer matter).
+            for future in sending:
+                future.cancel()
+            senders.shutdown(wait=True)
+        if scatter.refused_at is not None:
+            log.info("%s: the server stores no chunk out of order; sending one at a time", self.filename)
+            self.protocol.scatter_refused(scatter.refused_at)
+        else:
+            assert scatter.record is not None  # every byte is held: a chunk was stored
+            self.protocol.chunk_stored(scatter.record)
+
+    def _stored(self, digest: ChunkDigest, offset: int, done: int | None = None) -> None:
+        """A chunk landed: the server holds ``[0, offset)`` (and ``done`` bytes in all)."""
+        self._announce_url()
+        self._journal(digest, offset)
+        self.hasher.forget_below(offset)
+        self._progress(offset if done is None else done)
+
+    def _wait_after_loss(self, request: Request, error: ClientError, policy: RetryPolicy) -> None:
+        retrying.announce_wait(f"{request.method} {request.url} ({self.filename})", error, policy)
+        self.up.sleep(policy.delay)
+
+    def _send(self, request: Request) -> Response:
+        """Send ``request``, retrying as the policy allows; a lost answer the machine handles is raised."""
         url = request.url
         if self.up.query:
             url += ("&" if "?" in url else "?") + urlencode(self.up.query)
@@ -264,24 +349,9 @@ class _Upload:
             return answer if answer.status in request.signals else answer.raise_for_status()
 
         passthrough = _LOST if request.lost_is_event else ()
-        try:
-            answer = retrying.call(attempt, self.up.retry, what=what, sleep=self.up.sleep, passthrough=passthrough)
-        except _LOST as error:
-            if not request.lost_is_event:
-                raise
-            self.protocol.answer_lost(error)  # raises it once lost answers in a row are too many
-            retrying.announce_wait(what, error, self.protocol.lost_answers)
-            self.up.sleep(self.protocol.lost_answers.delay)
-            return
-        event = self.protocol.receive(answer.status, answer.detail, answer.headers)
-        if event is Event.CHUNK_STORED:
-            self._announce_url()
-            assert self.digest is not None  # a stored chunk was hashed before it was sent
-            self._journal(self.digest)
-            self.hasher.forget_below(self.protocol.offset)
-            self._progress(self.protocol.offset)
-        elif event is Event.STATE_RECEIVED and self.resuming is not None:
-            self._adopt_resumed()
+        policy = self.up.retry
+        answer: Response = retrying.call(attempt, policy, what=what, sleep=self.up.sleep, passthrough=passthrough)
+        return answer
 
     def _announce_url(self) -> None:
         url = self.protocol.url
@@ -329,11 +399,10 @@ class _Upload:
         self.resuming = self.entry = None
         self.protocol = self._machine(None)  # with a new Idempotency-Key
 
-    def _journal(self, digest: ChunkDigest) -> None:
-        """Record the acknowledged offset, so a later run can resume from it."""
+    def _journal(self, digest: ChunkDigest, offset: int) -> None:
+        """Record the stored chunk and the acknowledged offset, so a later run can resume from it."""
         if self.slot is None:
             return
-        offset = self.protocol.offset
         assert self.protocol.url is not None  # a chunk was stored: the server named the upload
         if self.entry is None or self.entry.url != self.protocol.url:
             self.entry = JournalEntry(
@@ -346,7 +415,7 @@ class _Upload:
             )
         entry = self.entry
         entry.offset = offset
-        if digest.end <= offset and digest.xxh3_128 is not None:  # journaled uploads hash xxh3
+        if digest.xxh3_128 is not None:  # journaled uploads hash xxh3; a resume checks those below its offset
             entry.chunks.append([digest.start, digest.end, digest.xxh3_128.hex()])
         state = self.hasher.md5_at(offset).state()
         if state is not None:

@@ -32,7 +32,10 @@ __all__ = [
     "MD5",
     "OFFSET",
     "OFFSETS_DO_NOT_MATCH",
+    "OUT_OF_ORDER",
+    "PARALLEL_CHUNKS",
     "PROVIDED_OFFSET",
+    "RECEIVED",
     "RETRY_AFTER",
     "SIZE",
     "URL",
@@ -52,8 +55,14 @@ CONTENT_MD5: Final = "Content-MD5"
 CONTENT_XXH3: Final = "Content-XXH3"
 #: Opaque token that makes a repeated create answer the upload the first one made (extension).
 IDEMPOTENCY_KEY: Final = "Idempotency-Key"
+#: On a chunk PUT: store the chunk at its ``Content-Range`` even if that is past the
+#: upload's offset (one of several chunks in flight; extension of the reference server).
+OUT_OF_ORDER: Final = "Synapse-Out-Of-Order"
 # -- answer headers ----------------------------------------------------------
 RETRY_AFTER: Final = "Retry-After"
+#: On ``chunked_upload/`` answers: how many chunks of one upload the server takes at
+#: once, out of order (extension of the reference server; absent: one, in order).
+PARALLEL_CHUNKS: Final = "Synapse-Parallel-Chunks"
 
 # -- form fields -------------------------------------------------------------
 FILE: Final = "file"
@@ -71,6 +80,8 @@ DETAIL: Final = "detail"
 #: In a 400: the bytes the server holds, the client's signal to re-align.
 EXPECTED_OFFSET: Final = "expected_offset"
 PROVIDED_OFFSET: Final = "provided_offset"
+#: In a record: the byte ranges ``[start, end)`` stored past ``offset`` (out-of-order chunks), in order.
+RECEIVED: Final = "received"
 
 # -- detail texts that are signals, not just messages ------------------------
 OFFSETS_DO_NOT_MATCH: Final = "Offsets do not match"

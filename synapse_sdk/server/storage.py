@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import engine
 
-__all__ = ["COMPLETE", "UPLOADING", "ChunkWriter", "Owner", "Upload", "UploadStore"]
+__all__ = ["COMPLETE", "UPLOADING", "ChunkWriter", "Owner", "RangeConflict", "Upload", "UploadStore"]
 
 #: An upload's ``status``: open (taking chunks), or complete.
 UPLOADING: Final = 1
@@ -50,6 +50,8 @@ class Upload:
     expires_at: datetime
     checksum: str | None
     path: Path
+    #: Ranges ``[start, end)`` stored past ``offset`` (chunks placed out of order), in order and apart.
+    received: tuple[tuple[int, int], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -58,6 +60,10 @@ class Upload:
     def expired(self, now: datetime) -> bool:
         """Open past its expiry time (a complete upload never expires)."""
         return self.status == UPLOADING and now >= self.expires_at
+
+
+class RangeConflict(Exception):
+    """A placed chunk's bytes overlap bytes the upload holds or is receiving, or too many are in flight."""
 
 
 @runtime_checkable
@@ -116,6 +122,19 @@ class UploadStore(Protocol):
     def locked(self, upload_id: int) -> AbstractContextManager[None]: ...
 
     def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> ChunkWriter: ...
+
+    def place(self, upload: Upload, start: int, size: int, verify: Collection[str], width: int) -> ChunkWriter:
+        """Start writing ``size`` bytes at ``start``, past the offset if need be (hold ``locked`` to call it).
+
+        The chunk is received without the lock; at most ``width`` of one
+        upload at once. ``RangeConflict`` if its bytes overlap what the upload
+        holds or another chunk is receiving, or ``width`` are in flight.
+        """
+        ...
+
+    def commit_placed(self, chunk: ChunkWriter) -> Upload:
+        """Accept a placed chunk (hold ``locked``): ``received`` gains it, the offset moves over what joins up."""
+        ...
 
     def commit(self, chunk: ChunkWriter, filename: str | None = None, total: int | None = None) -> Upload: ...
 

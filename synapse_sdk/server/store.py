@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import xxhash
 
 import engine
 from engine.durable import fsync_dir
-from synapse_sdk.server.storage import COMPLETE, UPLOADING, Owner, Upload
+from synapse_sdk.server.storage import COMPLETE, UPLOADING, Owner, RangeConflict, Upload
 
 __all__ = [
     "COMPLETE",
@@ -73,14 +74,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     created_at TEXT NOT NULL,
     completed_at TEXT,
     checksum TEXT,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    received TEXT
 )
 """
 # NULLs are distinct in a SQLite unique index: uploads without a key never clash.
 _KEY_INDEX: Final = (
     "CREATE UNIQUE INDEX IF NOT EXISTS uploads_idempotency_key ON uploads (user, tenant, idempotency_key)"
 )
-_COLUMNS: Final = "id, user, tenant, filename, offset, total, status, created_at, completed_at, checksum"
+_COLUMNS: Final = "id, user, tenant, filename, offset, total, status, created_at, completed_at, checksum, received"
 # sqlite3.SQLITE_FULL, which Python names only from 3.11 on.
 _SQLITE_FULL: Final = 13
 
@@ -100,7 +102,13 @@ class DataDirInUse(OSError):
 class _Live:
     # Serializes requests on one upload and holds its running MD5 between them.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The running MD5 covers bytes [0, md5_at); it catches up with the offset
+    # lazily, since chunks placed out of order join the prefix all at once.
     md5: engine.Md5 | None = None
+    md5_at: int = 0
+    hashing: threading.Lock = field(default_factory=threading.Lock)
+    # Chunks placed out of order being received: start -> end.
+    placing: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -111,7 +119,7 @@ class _KeyLock:
 
 
 class Chunk:
-    """One chunk being written at an upload's offset, hashed as it is stored.
+    """One chunk being written at an upload's offset (or placed past it), hashed as it is stored.
 
     The request thread writes each piece as it arrives; a pool thread follows
     behind, reading the stored bytes back from the page cache and hashing
@@ -124,25 +132,36 @@ class Chunk:
     block without ``Store.commit`` (an error, a bad checksum) truncates the
     file back to where the chunk started and gives its bytes back to the
     user's quota; the upload's running MD5 is only replaced on commit, so it
-    needs no restoring.
+    needs no restoring. A chunk placed past the offset (``at``) hashes only
+    its own digests, and is not truncated away if refused when bytes beyond
+    it are held (``truncate``): its stray bytes lie in a gap, overwritten by
+    the chunk that fills it.
     """
 
     def __init__(
         self,
         upload: Upload,
-        running: engine.Md5,
+        running: engine.Md5 | None,
         limit: int | None,
         verify: Collection[str],
         fresh: bool,
         pool: Executor,
         usage: Usage,
+        *,
+        at: int | None = None,
+        truncate: bool = True,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.upload = upload
+        #: Where the chunk's first byte goes in the file.
+        self.at = upload.offset if at is None else at
+        self._truncate = truncate
+        self._on_exit = on_exit
         self.limit = limit
         self.received = 0
         self._claimed = 0  # bytes counted against the quota, all written
         # Hashed on a copy: the upload's own MD5 stays as it was until commit.
-        self.running = running.copy()
+        self.running = None if running is None else running.copy()
         # The chunk's own digests, for the checks its request asked for.
         self.chunk_md5 = engine.Md5() if "md5" in verify else None
         self.chunk_xxh3 = xxhash.xxh3_128() if "xxh3" in verify else None
@@ -171,7 +190,7 @@ class Chunk:
         # cross the quota; a refused chunk is truncated away on exit.
         self._usage.claim(self.upload.owner.user, len(view))
         self._claimed += len(view)
-        _write_at(self._fd, view, self.upload.offset + start)
+        _write_at(self._fd, view, self.at + start)
         with self._progress:
             self._written = start + len(view)
             if not self._catching_up and self._written - self._hashed >= _HASH_BATCH:
@@ -207,14 +226,17 @@ class Chunk:
             for position in range(start, end, _HASH_BLOCK):
                 count = min(_HASH_BLOCK, end - position)
                 view = memoryview(buffer)[:count]
-                if os.preadv(self._fd, [view], self.upload.offset + position) != count:
+                if os.preadv(self._fd, [view], self.at + position) != count:
                     raise OSError(errno.EIO, f"short read of the chunk just written to {self.upload.path}")
                 self._hash(view)
             with self._progress:
                 self._hashed = end
 
     def _hash(self, view: memoryview) -> None:
-        if self.chunk_md5 is not None:
+        if self.running is None:
+            if self.chunk_md5 is not None:
+                self.chunk_md5.update(view)
+        elif self.chunk_md5 is not None:
             engine.update_pair(self.running, self.chunk_md5, view)
         else:
             self.running.update(view)
@@ -239,9 +261,12 @@ class Chunk:
                 self._wait_for_hashing()
             if not self.committed:
                 self._usage.release(self.upload.owner.user, self._claimed)
-                os.ftruncate(self._fd, self.upload.offset)
+                if self._truncate:
+                    os.ftruncate(self._fd, self.at)
         finally:
             os.close(self._fd)
+            if self._on_exit is not None:
+                self._on_exit()
 
 
 class Usage:
@@ -365,7 +390,7 @@ class Store:
             )
             upload_id = cursor.lastrowid
         assert upload_id is not None
-        row = (upload_id, owner.user, owner.tenant, "", 0, total, _CREATING, now.isoformat(), None, None)
+        row = (upload_id, owner.user, owner.tenant, "", 0, total, _CREATING, now.isoformat(), None, None, None)
         return self._upload(row)
 
     def get(self, upload_id: int, owner: Owner) -> Upload | None:
@@ -418,24 +443,70 @@ class Store:
 
     @contextmanager
     def locked(self, upload_id: int) -> Iterator[None]:
-        """Hold the upload's lock: its chunks and finalize run one at a time.
+        """Hold the upload's lock: its chunks and finalize run one at a time (placed chunks only start so).
 
         Callers re-read the record inside, since another request may have
         changed it while this one waited.
         """
-        with self._live_lock:
-            live = self._live.setdefault(upload_id, _Live())
-        with live.lock:
+        with self._live_of(upload_id).lock:
             yield
+
+    def _live_of(self, upload_id: int) -> _Live:
+        with self._live_lock:
+            return self._live.setdefault(upload_id, _Live())
 
     def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> Chunk:
         """Start writing a chunk at ``upload.offset`` (hold ``locked`` for a visible upload).
 
-        ``verify`` names the chunk digests to compute as it passes: ``"md5"``, ``"xxh3"``.
+        ``verify`` names the chunk digests to compute as it passes: ``"md5"``,
+        ``"xxh3"``. ``RangeConflict`` if its bytes (``limit`` of them) reach
+        into bytes placed out of order, held or being received.
         """
         fresh = upload.status == _CREATING
         running = engine.Md5() if fresh else self._running(upload)
-        return Chunk(upload, running, limit, verify, fresh, self._pool, self.usage)
+        live = self._live_of(upload.id)
+        if limit is not None:
+            self._check_free(upload, live, upload.offset, upload.offset + limit)
+        beyond = bool(upload.received or live.placing)
+        return Chunk(upload, running, limit, verify, fresh, self._pool, self.usage, truncate=not beyond)
+
+    def place(self, upload: Upload, start: int, size: int, verify: Collection[str], width: int) -> Chunk:
+        """Start writing ``size`` bytes at ``start``, past the offset if need be (hold ``locked`` to call it).
+
+        The chunk is then received without the lock, beside up to ``width - 1``
+        others of the upload. Only its own digests are computed; the running
+        MD5 reads it back once the prefix reaches it.
+        """
+        live = self._live_of(upload.id)
+        if len(live.placing) >= width:
+            raise RangeConflict(f"{width} chunks of this upload are being received already")
+        self._check_free(upload, live, start, start + size)
+        live.placing[start] = start + size
+
+        def done() -> None:
+            with live.lock:
+                live.placing.pop(start, None)
+
+        return Chunk(upload, None, size, verify, False, self._pool, self.usage, at=start, truncate=False, on_exit=done)
+
+    def commit_placed(self, chunk: Chunk) -> Upload:
+        """Accept a placed chunk (hold ``locked``): ``received`` gains it, the offset moves over what joins up."""
+        upload = self._reload(chunk.upload.id)
+        ranges = sorted([*upload.received, (chunk.at, chunk.at + chunk.size)])
+        offset, received = _join(upload.offset, ranges)
+        self._save_offset(upload, offset, received)
+        chunk.committed = True
+        self.usage.stored(created=False)
+        if offset > upload.offset:
+            # The running MD5 follows the prefix in the background, so a finalize finds it near done.
+            self._pool.submit(self._running, self._reload(upload.id))
+        return self._reload(upload.id)
+
+    def _check_free(self, upload: Upload, live: _Live, start: int, end: int) -> None:
+        if start < upload.offset or any(a < end and start < b for a, b in upload.received):
+            raise RangeConflict(f"bytes {start}-{end - 1} overlap bytes the upload holds")
+        if any(a < end and start < b for a, b in live.placing.items()):
+            raise RangeConflict(f"bytes {start}-{end - 1} overlap bytes another request is sending")
 
     def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
         """Accept the chunk: advance the offset and keep its running MD5.
@@ -444,17 +515,20 @@ class Store:
         the received size tells it); committing publishes a reserved upload.
         """
         upload = chunk.upload
-        offset = upload.offset + chunk.size
+        end = upload.offset + chunk.size
+        # Chunks placed beyond may join up with this one.
+        offset, received = _join(end, list(upload.received))
         with self._database() as db:
             db.execute(
-                "UPDATE uploads SET offset = ?, status = ?, filename = COALESCE(?, filename),"
+                "UPDATE uploads SET offset = ?, received = ?, status = ?, filename = COALESCE(?, filename),"
                 " total = COALESCE(?, total) WHERE id = ?",
-                (offset, UPLOADING, filename, total, upload.id),
+                (offset, _ranges_text(received), UPLOADING, filename, total, upload.id),
             )
         chunk.committed = True
         self.usage.stored(created=upload.status == _CREATING)
-        with self._live_lock:
-            self._live.setdefault(upload.id, _Live()).md5 = chunk.running
+        live = self._live_of(upload.id)
+        with live.hashing:
+            live.md5, live.md5_at = chunk.running, end
         return self._reload(upload.id)
 
     def discard(self, upload: Upload) -> None:
@@ -466,7 +540,7 @@ class Store:
             self._live.pop(upload.id, None)
 
     def running_md5(self, upload: Upload) -> str:
-        """Hex MD5 of the bytes stored so far (hold ``locked``)."""
+        """Hex MD5 of the bytes stored so far, ``[0, offset)`` (hold ``locked``)."""
         return self._running(upload).hexdigest()
 
     def complete(self, upload: Upload, checksum: str) -> Upload:
@@ -553,6 +627,8 @@ class Store:
             columns = {row[1] for row in db.execute("PRAGMA table_info(uploads)")}
             if "idempotency_key" not in columns:  # a database from before the extension
                 db.execute("ALTER TABLE uploads ADD COLUMN idempotency_key TEXT")
+            if "received" not in columns:  # nor chunks out of order
+                db.execute("ALTER TABLE uploads ADD COLUMN received TEXT")
             db.execute(_KEY_INDEX)
         self._reconcile()
         with self._database() as db:
@@ -560,11 +636,22 @@ class Store:
             return dict(db.execute(query, (_CREATING,)).fetchall())
 
     def _running(self, upload: Upload) -> engine.Md5:
-        with self._live_lock:
-            live = self._live.setdefault(upload.id, _Live())
-        if live.md5 is None:
-            live.md5 = _hash_file(upload.path, upload.offset)
-        return live.md5
+        """The running MD5 over ``[0, upload.offset)``, read up from the file where it lags."""
+        live = self._live_of(upload.id)
+        with live.hashing:
+            if live.md5 is None:
+                live.md5, live.md5_at = engine.Md5(), 0
+            if live.md5_at < upload.offset:
+                _hash_file_into(live.md5, upload.path, live.md5_at, upload.offset)
+                live.md5_at = upload.offset
+            return live.md5.copy()
+
+    def _save_offset(self, upload: Upload, offset: int, received: list[tuple[int, int]]) -> None:
+        with self._database() as db:
+            db.execute(
+                "UPDATE uploads SET offset = ?, received = ? WHERE id = ?",
+                (offset, _ranges_text(received), upload.id),
+            )
 
     def _reload(self, upload_id: int) -> Upload:
         with self._database() as db:
@@ -583,7 +670,7 @@ class Store:
                 raise
 
     def _upload(self, row: tuple) -> Upload:
-        upload_id, user, tenant, filename, offset, total, status, created, completed, checksum = row
+        upload_id, user, tenant, filename, offset, total, status, created, completed, checksum, received = row
         created_at = datetime.fromisoformat(created)
         return Upload(
             id=upload_id,
@@ -597,6 +684,7 @@ class Store:
             expires_at=created_at + self.expire_after,
             checksum=checksum,
             path=self._path(upload_id, status),
+            received=tuple((start, end) for start, end in json.loads(received or "[]")),
         )
 
     def _path(self, upload_id: int, status: int) -> Path:
@@ -607,24 +695,30 @@ class Store:
         with self._database() as db:
             reserved = db.execute("SELECT id FROM uploads WHERE status = ?", (_CREATING,)).fetchall()
             db.execute("DELETE FROM uploads WHERE status = ?", (_CREATING,))
-            query = "SELECT id, offset FROM uploads WHERE status = ?"
+            query = "SELECT id, offset, received FROM uploads WHERE status = ?"
             open_uploads = db.execute(query, (UPLOADING,)).fetchall()
         for (upload_id,) in reserved:
             self._path(upload_id, UPLOADING).unlink(missing_ok=True)
-        for upload_id, offset in open_uploads:
+        for upload_id, offset, received_text in open_uploads:
             part, done = self._path(upload_id, UPLOADING), self._path(upload_id, COMPLETE)
             if not part.exists() and done.exists():
                 done.rename(part)  # a finalize died between its rename and its commit
+            received = [(start, end) for start, end in json.loads(received_text or "[]")]
+            held = max([offset, *(end for _, end in received)])
             with open(part, "ab") as file:
                 size = file.seek(0, os.SEEK_END)
-                if size > offset:
-                    # A torn chunk: its bytes landed but the offset never moved.
-                    file.truncate(offset)
-            if size < offset:
+                if size > held:
+                    # A torn chunk: its bytes landed but the record never moved.
+                    file.truncate(held)
+            if size < held:
                 # The file lost bytes the record counted (a power cut before the
                 # page cache was flushed); the client resumes from what is there.
+                kept = [(start, end) for start, end in received if end <= size]
                 with self._database() as db:
-                    db.execute("UPDATE uploads SET offset = ? WHERE id = ?", (size, upload_id))
+                    db.execute(
+                        "UPDATE uploads SET offset = ?, received = ? WHERE id = ?",
+                        (min(offset, size), _ranges_text(kept), upload_id),
+                    )
 
 
 def _write_at(fd: int, view: memoryview, position: int) -> None:
@@ -634,18 +728,30 @@ def _write_at(fd: int, view: memoryview, position: int) -> None:
         position += count
 
 
-def _hash_file(path: Path, length: int) -> engine.Md5:
-    md5 = engine.Md5()
+def _hash_file_into(md5: engine.Md5, path: Path, start: int, end: int) -> None:
+    """Hash bytes ``[start, end)`` of ``path`` into ``md5``."""
     buffer = bytearray(_READ_BLOCK)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as file:
+        file.seek(start)
+        length = end - start
         while length > 0:
             count = file.readinto(view[: min(length, _READ_BLOCK)])
             if not count:
-                break
+                raise OSError(errno.EIO, f"{path} ends before byte {end}: stored bytes are missing")
             md5.update(view[:count])
             length -= count
-    return md5
+
+
+def _join(offset: int, ranges: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+    """The prefix ``[0, offset)`` grown over the (sorted) ranges that touch it, and the ranges left."""
+    while ranges and ranges[0][0] <= offset:
+        offset = max(offset, ranges.pop(0)[1])
+    return offset, ranges
+
+
+def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:
+    return json.dumps([list(r) for r in ranges]) if ranges else None
 
 
 def _now() -> datetime:
