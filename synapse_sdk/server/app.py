@@ -119,15 +119,15 @@ class UploadApp:
         except HttpError as error:
             status, payload, headers = error.status, error.body, error.headers
         except Invalid as error:  # a record's content, refused by catalog
-            status, payload = 400, {"detail": str(error)}
+            status, payload = 400, {wire.DETAIL: str(error)}
         except PresignError as error:
-            status, payload = error.status, {"detail": error.detail}
+            status, payload = error.status, {wire.DETAIL: error.detail}
         except OSError as error:
             # The chunk was truncated away on the way out; the client may retry later.
             if error.errno == errno.EDQUOT:  # the user's quota here, or the file system's
-                status, payload = 507, {"detail": "storage quota exceeded"}
+                status, payload = 507, {wire.DETAIL: "storage quota exceeded"}
             elif error.errno == errno.ENOSPC:
-                status, payload = 507, {"detail": "storage full"}
+                status, payload = 507, {wire.DETAIL: "storage full"}
             else:
                 raise
         # Answer only once the body is read: a client still sending would see a
