@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from engine import retry as retrying
+from engine import wire
 from engine.errors import ClientConnectionError, ClientError, ProtocolError, error_for_status
 from engine.retry import RetryPolicy
 from engine.transport import Transport, read_body
@@ -158,7 +159,7 @@ class _Download:
         answer = self.transport.stream(self.url, headers=headers, timeout=self.timeout)
         try:
             if answer.status == 416:
-                total = _parse_content_range(answer.headers.get("Content-Range"))[2]
+                total = _parse_content_range(answer.headers.get(wire.CONTENT_RANGE))[2]
                 if total is not None and total == offset:
                     return True  # everything was already here
                 if not offset:  # refused without a Range asked: starting over would loop
@@ -167,9 +168,9 @@ class _Download:
                 return False
             if answer.status >= 300:
                 body = answer.read(64 * 1024, decode_content=True)
-                raise _http_error(answer.status, body, self.shown, answer.headers.get("Retry-After"))
+                raise _http_error(answer.status, body, self.shown, answer.headers.get(wire.RETRY_AFTER))
             if answer.status == 206:
-                start, end, total = _parse_content_range(answer.headers.get("Content-Range"))
+                start, end, total = _parse_content_range(answer.headers.get(wire.CONTENT_RANGE))
                 if start != offset:
                     raise ProtocolError(
                         f"GET {self.shown}: asked for the bytes from {offset}, the server sent from {start}"
@@ -218,7 +219,7 @@ def _http_error(status: int, body: bytes, shown: str, retry_after: str | None) -
     """The error a download's HTTP status means, saying which URL (without its signature) failed."""
     try:
         parsed = json.loads(body)
-        detail = parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
+        detail = parsed.get(wire.DETAIL, parsed) if isinstance(parsed, dict) else parsed
     except ValueError:
         detail = body.decode("utf-8", "replace").strip()[:500]
     wait = float(retry_after) if retry_after and retry_after.isdigit() else None

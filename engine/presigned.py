@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import engine
 from engine import retry as retrying
+from engine import wire
 from engine.errors import (
     ClientError,
     ClientTimeoutError,
@@ -277,7 +278,7 @@ def put_range(
     must be ``md5``.
     """
     expected = md5.hex()
-    headers = {"Content-MD5": base64.b64encode(md5).decode("ascii"), "Content-Length": str(end - start)}
+    headers = {wire.CONTENT_MD5: base64.b64encode(md5).decode("ascii"), "Content-Length": str(end - start)}
     if content_type:
         # A URL signed for a content type works only with that header.
         headers["Content-Type"] = content_type

@@ -22,6 +22,8 @@ from tests.conftest import ALICE, make_file
 from tests.faults import Proxy, corrupt, status
 from tests.s3_fixture import start_moto
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("boto3")
 
 BUCKET = "bulk-tests"

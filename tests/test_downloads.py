@@ -38,6 +38,8 @@ from synapse_sdk.utils.file import (
 )
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 MIB = 1024 * 1024
 REPO = Path(__file__).resolve().parent.parent
 FAST = RetryPolicy(backoff=0.01, cap=0.05, deadline=30)

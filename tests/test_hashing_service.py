@@ -15,6 +15,8 @@ import xxhash
 
 from engine.hashing_service import SLICE, HashingService
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 

@@ -15,6 +15,8 @@ from synapse_sdk.server.storage import ChunkWriter, Owner, UploadStore
 from synapse_sdk.server.store import Store
 from tools.import_contracts import cycles, private_name_imports
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -36,6 +36,8 @@ from synapse_sdk.clients.exceptions import ClientError as PublishedClientError
 from tests.conftest import ALICE, make_file
 from tests.faults import Proxy, status
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 CHUNK = 64 * KIB
 

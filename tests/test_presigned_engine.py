@@ -35,6 +35,8 @@ from engine.presigned import (
 from engine.source import FileRange, MappedFile
 from engine.transport import Response
 
+pytestmark = pytest.mark.unit
+
 #: Hypothesis shares one file per example through tmp_path.
 _settings = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -38,6 +38,8 @@ from engine.protocol import (
 from engine.retry import RetryPolicy
 from engine.source import ChunkDigest
 
+pytestmark = pytest.mark.unit
+
 BASE = "http://h/chunked_upload/"
 URL = BASE + "7/"
 SIZE, CHUNK = 30, 10

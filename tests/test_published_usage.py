@@ -19,6 +19,8 @@ from engine.retry import RetryPolicy
 from tests import doc_examples
 from tests.conftest import ALICE, make_file
 
+pytestmark = pytest.mark.integration
+
 KIB = 1024
 
 

@@ -21,6 +21,8 @@ import urllib3
 from tests.conftest import ALICE, BOB
 from tests.s3_fixture import start_moto
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("boto3")
 
 BUCKET = "server-tests"

@@ -14,6 +14,8 @@ from synapse_sdk.clients.backend import BackendClient
 from tests.conftest import ALICE, make_file
 from tests.faults.shaper import Shaper
 
+pytestmark = pytest.mark.integration
+
 KIB, MIB = 1024, 1024 * 1024
 
 

@@ -7,7 +7,9 @@ with the tiers plugin loaded as the suite loads it. This module is itself
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +94,12 @@ def test_a_test_with_two_tiers_is_refused(inner: pytest.Pytester) -> None:
     result = inner.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_it.py::test_it is marked both unit and integration: a test has one tier*"])
+
+
+def test_every_test_module_names_its_tier_at_its_top() -> None:
+    # A module without one counts as integration, so a socket-free module
+    # that forgets its mark silently drops out of ``pytest -m unit``.
+    tier = re.compile(r"^pytestmark = (\[)?pytest\.mark\.(unit|integration)\b", re.MULTILINE)
+    modules = sorted(Path(__file__).parent.glob("test_*.py"))
+    assert modules
+    assert [module.name for module in modules if not tier.search(module.read_text(encoding="utf-8"))] == []

@@ -24,6 +24,8 @@ from engine.uploader import ChunkedUploader
 from tests.conftest import FakeClock
 from tests.fake_transport import BASE, COLLECTION, MemoryTransport
 
+pytestmark = pytest.mark.unit
+
 URL = f"{COLLECTION}1/"
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote
 
+from engine import wire
+
 __all__ = ["MEDIA_PREFIX", "MediaFiles", "MediaSigner"]
 
 MEDIA_PREFIX: Final = "/media/"
@@ -117,11 +119,11 @@ class MediaFiles:
             if span is None:
                 handle.close()
                 return _json(start_response, 416, f"no byte of {wanted!r} is in the file ({size} bytes)",
-                             [("Content-Range", f"bytes */{size}")])  # fmt: skip
+                             [(wire.CONTENT_RANGE, f"bytes */{size}")])  # fmt: skip
             if span != (-1, -1):  # (-1, -1): a range header we do not serve (several ranges): the whole file
                 first, last = span
                 status = 206
-                headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+                headers.append((wire.CONTENT_RANGE, f"bytes {first}-{last}/{size}"))
         length = max(0, last - first + 1)
         headers.append(("Content-Length", str(length)))
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
@@ -166,7 +168,7 @@ def _blocks(handle: Any, first: int, length: int) -> Iterator[bytes]:
 
 
 def _json(start_response: StartResponse, status: int, detail: str, headers: list[tuple[str, str]] = ()) -> list[bytes]:
-    data = json.dumps({"detail": detail}).encode()
+    data = json.dumps({wire.DETAIL: detail}).encode()
     start_response(
         f"{status} {HTTPStatus(status).phrase}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
