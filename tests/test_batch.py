@@ -98,6 +98,12 @@ def test_bad_concurrency(client) -> None:
         client.upload_files([], concurrency=0)
 
 
+@pytest.mark.parametrize("value", ["fast", "4", 2.5, True, None])
+def test_concurrency_is_a_positive_int_or_auto(client, value) -> None:
+    with pytest.raises(ValueError, match=f"concurrency must be a positive whole number or 'auto', not {value!r}"):
+        client.upload_files([], concurrency=value)
+
+
 def test_unknown_executor(client) -> None:
     with pytest.raises(ValueError, match="executor must be 'local', 'ray' or an executor object"):
         client.upload_files([], executor="dask")
