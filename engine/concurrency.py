@@ -11,7 +11,7 @@ The model is the gradient limit of Netflix's concurrency-limits
 (``Gradient2Limit``; TCP Vegas compares RTTs in the same way), fed with
 finished files instead of requests, once per round of ``limit`` files::
 
-    gradient = clamp(tolerance * baseline / recent, 0.5, 1)
+    gradient = clamp(tolerance / recent, 0.5, 1)
     target   = limit * gradient + headroom
     limit    = clamp((1 - smoothing) * limit + smoothing * target, 1, maximum)
 
@@ -19,11 +19,11 @@ Each finished file makes ``1 / limit`` of that step (as TCP grows its window
 per acknowledgement), so a round of files moves the limit once, however many
 there are, and one slow file cannot halve it.
 
-- ``baseline`` is the shortest time seen for a file of the same size class
-  (sizes within a power of two): a file's time depends on its size (more
+- ``recent`` is a moving average of the latest files' times, each divided
+  by its baseline: the shortest time seen for a file of the same size class
+  (sizes within a power of two). A file's time depends on its size (more
   chunks, more requests, more bytes), so a file is only ever compared with
-  files like it. ``recent`` is a moving average of the latest files' times
-  divided by their class's baseline (so ``baseline / recent`` is one ratio).
+  files like it, whatever the protocol's requests per file.
 - With latency within ``tolerance`` of the baseline the gradient is 1 and
   the headroom is the limit itself (a probe for twice as many): smoothed, the
   limit grows by half of itself per round of files, as a slow start. Latency
@@ -32,6 +32,10 @@ there are, and one slow file cannot halve it.
   least half of it (else nothing tests the larger value: a batch's tail, or
   a memory budget that admits fewer files, must not inflate it).
 - Failed files feed no sample: their time says nothing about the path.
+- The baseline never forgets within a batch (a fresh ``AdaptiveLimit`` per
+  batch). A file resumed from the journal sends only its rest and so looks
+  fast: it can lower its class's baseline and make the limit back off for
+  that class (never below 1). Its cost is throughput, never correctness.
 
 The memory bound is separate from the limit and never relaxed by it: each
 upload maps at most two ``WINDOW``-byte windows of its file, so a file in
