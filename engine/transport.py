@@ -331,6 +331,27 @@ class Transport:
             raise lost(f"{method} {url}: connection broke: {error}") from error
         return Response(answer.status, answer.data, answer.headers)
 
+    @property
+    def pool_size(self) -> int:
+        """Connections kept open per host for reuse (more may be open at once; the extra ones close after use)."""
+        return int(self._pool_options["maxsize"])
+
+    def reserve(self, connections: int) -> None:
+        """Keep at least ``connections`` per host for reuse: one for each request a caller will have in flight.
+
+        A batch with more files in flight than the pool holds would otherwise
+        open a connection per request (``block=False`` lets the extras open,
+        then closes them). Growing starts new pools at the new size (urllib3
+        keys its pools by their size) and drops the idle connections of the
+        old ones; requests in flight finish on theirs. Never shrinks.
+        """
+        if connections <= self.pool_size:
+            return
+        self._pool_options["maxsize"] = connections
+        for manager in (self._direct, *self._by_proxy.values()):
+            manager.connection_pool_kw["maxsize"] = connections
+        self.close()
+
     def close(self) -> None:
         self._direct.clear()
         for manager in self._by_proxy.values():

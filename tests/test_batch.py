@@ -68,7 +68,8 @@ def test_identical_files_are_sent_once(reference_server, tmp_path: Path) -> None
     assert by_name["c.bin"]["result"]["checksum"] != hashlib.md5(data).hexdigest()
 
 
-def test_ctrl_c_stops_cleanly_and_leaves_uploads_resumable(reference_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("concurrency", [2, "auto"])
+def test_ctrl_c_stops_cleanly_and_leaves_uploads_resumable(reference_server, tmp_path: Path, concurrency) -> None:
     files = [make_file(tmp_path / "data", f"f{i}.bin", 8 * 64 * KIB)[0] for i in range(6)]
     journal = tmp_path / "journal"
     client = BackendClient(reference_server.base_url, access_token=ALICE, journal=journal)
@@ -78,10 +79,10 @@ def test_ctrl_c_stops_cleanly_and_leaves_uploads_resumable(reference_server, tmp
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        client.upload_files(files, concurrency=2, chunk_size=64 * KIB, on_progress=interrupt)
+        client.upload_files(files, concurrency=concurrency, chunk_size=64 * KIB, on_progress=interrupt)
     assert list(journal.glob("*.json"))  # unfinished uploads are journaled
     before = reference_server.stats()["bytes_received"]
-    results = client.upload_files(files, concurrency=2, chunk_size=64 * KIB)
+    results = client.upload_files(files, concurrency=concurrency, chunk_size=64 * KIB)
     assert len(results["successful"]) == 6
     # Resumed files send only what the server does not hold yet.
     assert reference_server.stats()["bytes_received"] - before <= 6 * 8 * 64 * KIB - 10 * 64 * KIB
@@ -96,6 +97,12 @@ def test_directories_need_recursion(tmp_path: Path) -> None:
 def test_bad_concurrency(client) -> None:
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         client.upload_files([], concurrency=0)
+
+
+@pytest.mark.parametrize("value", ["fast", "4", 2.5, True, None])
+def test_concurrency_is_a_positive_int_or_auto(client, value) -> None:
+    with pytest.raises(ValueError, match=f"concurrency must be a positive whole number or 'auto', not {value!r}"):
+        client.upload_files([], concurrency=value)
 
 
 def test_unknown_executor(client) -> None:

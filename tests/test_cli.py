@@ -129,6 +129,7 @@ def test_progress_bars_on_a_terminal(reference_server, tmp_path: Path) -> None:
         (["upload", "--host", "http://127.0.0.1:9", "--token", "t", "README.md"], "cannot reach the server at"),
         (["upload", "--chunk-size", "lots", "README.md"], "not a positive size"),
         (["upload", "--concurrency", "0", "README.md"], "not a positive whole number"),
+        (["upload", "--concurrency", "fast", "README.md"], "not a positive whole number or 'auto': 'fast'"),
     ],
 )
 def test_errors_are_one_clear_line(args: list[str], message: str) -> None:

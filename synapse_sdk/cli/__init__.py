@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.errors import ClientError
 from engine.plan import DEFAULT_CHUNK_SIZE
-from synapse_sdk.cli.arguments import parse_size, positive_float, positive_int
+from synapse_sdk.cli.arguments import parse_concurrency, parse_size, positive_float, positive_int
 from synapse_sdk.cli.upload import UsageError
 
 __all__ = ["main"]
@@ -35,7 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--host", default=os.environ.get("SYNAPSE_HOST"), help="backend URL (env SYNAPSE_HOST)")
     upload.add_argument("--token", default=os.environ.get("SYNAPSE_ACCESS_TOKEN"), help="env SYNAPSE_ACCESS_TOKEN")
     upload.add_argument("--tenant", default=os.environ.get("SYNAPSE_TENANT"), help="env SYNAPSE_TENANT")
-    upload.add_argument("--concurrency", type=positive_int, default=4, help="files in flight at once (default 4)")
+    upload.add_argument(
+        "--concurrency",
+        type=parse_concurrency,
+        default="auto",
+        metavar="N|auto",
+        help="files in flight at once, or auto: adapt to the round trip and throughput (default auto)",
+    )
     upload.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE, help="default 50MiB")
     upload.add_argument("--no-resume", action="store_true", help="do not journal or resume unfinished uploads")
     upload.add_argument("--skip-existing", action="store_true", help="skip files whose MD5 the server holds")

@@ -1,4 +1,4 @@
-"""The command line's value parsers: sizes, counts and seconds, each with a one-line error.
+"""The command line's value parsers: sizes, counts, concurrency and seconds, each with a one-line error.
 
 Shared by the parser (``synapse_sdk.cli``) and by ``synapse-upload bench``,
 which parses its ``--size`` and ``--rounds`` itself. It imports nothing of
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["parse_size", "positive_float", "positive_int"]
+__all__ = ["parse_concurrency", "parse_size", "positive_float", "positive_int"]
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2}
 _UNITS |= {"g": 1024**3, "gb": 1000**3, "gib": 1024**3}
@@ -30,6 +30,15 @@ def positive_int(text: str) -> int:
     """``"4"`` → 4; zero, signs and anything else are refused."""
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
+def parse_concurrency(text: str) -> int | str:
+    """``"auto"`` → ``"auto"``; ``"4"`` → 4; anything else is refused."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number or 'auto': {text!r}")
     return int(text)
 
 

@@ -5,9 +5,12 @@ This module decides *what* to upload and reports it; an executor decides
 process over the client's connection pool, ``RayExecutor`` (in
 ``ray_executor``, which builds on this module, never the reverse) on actors
 across a Ray cluster. Both upload each file with ``uploads.upload_file`` and
-report a typed ``FileOutcome``; the batch returns them as a ``BatchResult``. Concurrency is bounded by a
-number of files in flight; memory is bounded with it, whatever the file
-sizes, because each upload maps at most two 8 MiB windows at a time.
+report a typed ``FileOutcome``; the batch returns them as a ``BatchResult``. Concurrency is a
+number of files in flight, fixed, or ``"auto"``: ``LocalExecutor`` then
+adapts it to the time files take (``engine.concurrency``: more while it stays
+near the fastest seen, fewer when it climbs). Memory is bounded with it,
+whatever the file sizes, because each upload maps at most two 8 MiB windows
+at a time, and "auto" admits files only within a memory budget.
 Identical files (same size and xxh3-128) in one batch are uploaded once; with
 ``skip_existing``, files whose MD5 the server already holds are not uploaded
 at all. One file's failure never stops the others; Ctrl-C cancels the uploads
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import engine
+from engine.concurrency import INITIAL_LIMIT, MAX_IN_FLIGHT, MEMORY_BUDGET, AdaptiveLimit, Flight
 from engine.hashing_service import HashingService
 from engine.source import MappedFile
 from synapse_sdk.clients.backend.outcomes import BatchResult, FileOutcome
@@ -34,13 +39,30 @@ from synapse_sdk.clients.backend.uploads import upload_file
 __all__ = [
     "Batch",
     "BatchProgress",
+    "Concurrency",
     "Executor",
     "FileJob",
     "LocalExecutor",
     "attempt",
+    "check_concurrency",
     "collect_files",
     "upload_files",
 ]
+
+
+#: Files in flight at once: a fixed number, or ``"auto"`` (the executor adapts it).
+Concurrency = int | Literal["auto"]
+
+
+def check_concurrency(concurrency: object) -> Concurrency:
+    """``concurrency`` if it is a positive whole number or ``"auto"``; else a ``ValueError`` that says so."""
+    if concurrency == "auto":
+        return "auto"
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool):
+        raise ValueError(f"concurrency must be a positive whole number or 'auto', not {concurrency!r}")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1 (or 'auto'), not {concurrency}")
+    return concurrency
 
 
 @dataclass(frozen=True)
@@ -192,9 +214,15 @@ class Batch:
 
 
 class Executor(Protocol):
-    """Uploads ``jobs`` with ``client``'s settings, reporting each to ``batch``; never raises for one file."""
+    """Uploads ``jobs`` with ``client``'s settings, reporting each to ``batch``; never raises for one file.
 
-    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None: ...
+    ``concurrency`` is files in flight (a positive int), or ``"auto"``: as
+    many as the executor finds best.
+    """
+
+    def run(
+        self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: Concurrency, chunk_size: int
+    ) -> None: ...
 
 
 def attempt(path: Path | str, upload: Callable[[], dict[str, Any]]) -> FileOutcome:
@@ -206,7 +234,18 @@ def attempt(path: Path | str, upload: Callable[[], dict[str, Any]]) -> FileOutco
 
 
 class LocalExecutor:
-    """Threads of this process, ``concurrency`` files at a time, over the client's connection pool.
+    """Threads of this process, over the client's connection pool.
+
+    With a number for ``concurrency``, that many files are in flight at a
+    time. With ``"auto"``, an ``engine.concurrency.AdaptiveLimit`` starts at
+    4 and follows the time files take: up while it stays near the fastest
+    seen (round trips, not the link, limit the batch), down when it climbs
+    (the link, the server or this machine is saturated). ``max_in_flight``
+    caps it; a file starts only while the files in flight map at most
+    ``memory_budget`` bytes (two 8 MiB windows each, at most). The client's
+    connection pool is grown to keep a connection for each file in flight.
+    ``peak_in_flight`` says how many files were in flight at once in the
+    last batch.
 
     The files in flight share one ``HashingService``: their MD5s (each
     file's and each chunk's) run side by side in the SIMD lanes of one core
@@ -214,31 +253,71 @@ class LocalExecutor:
     hashes each file on its own, as ``create_chunked_upload`` does.
     """
 
-    def __init__(self, *, shared_hashing: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        shared_hashing: bool = True,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        memory_budget: int = MEMORY_BUDGET,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if memory_budget < 1:
+            raise ValueError(f"memory_budget must be a positive number of bytes, not {memory_budget}")
         self.shared_hashing = shared_hashing
+        self.max_in_flight = max_in_flight
+        self.memory_budget = memory_budget
+        self.clock = clock
+        self.peak_in_flight = 0
 
-    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None:
+    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: Concurrency, chunk_size: int) -> None:
+        concurrency = check_concurrency(concurrency)
+        most = self.max_in_flight if concurrency == "auto" else concurrency
+        transport = getattr(client, "transport", None)
+        if transport is not None and callable(getattr(transport, "reserve", None)):
+            transport.reserve(min(most, max(len(jobs), 1)))
         cancel = threading.Event()
-        hashing = HashingService() if self.shared_hashing and concurrency > 1 else None
+        hashing = HashingService() if self.shared_hashing and most > 1 else None
+        self.peak_in_flight = 0
+        in_flight = 0
+        counting = threading.Lock()
 
         def upload_one(job: FileJob) -> FileOutcome:
-            return attempt(
-                job.path,
-                lambda: upload_file(
-                    client,
-                    job.path,
-                    chunk_size=chunk_size,
-                    on_progress=batch.started(job),
-                    cancel=cancel,
-                    hashing=hashing,
-                ),
-            )
-
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
-            futures = {pool.submit(upload_one, job): job for job in jobs}
+            nonlocal in_flight
+            with counting:
+                in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, in_flight)
             try:
-                for future in as_completed(futures):
-                    batch.finished(futures[future], future.result())
+                return attempt(
+                    job.path,
+                    lambda: upload_file(
+                        client,
+                        job.path,
+                        chunk_size=chunk_size,
+                        on_progress=batch.started(job),
+                        cancel=cancel,
+                        hashing=hashing,
+                    ),
+                )
+            finally:
+                with counting:
+                    in_flight -= 1
+
+        with ThreadPoolExecutor(most, thread_name_prefix="upload") as pool:
+            try:
+                if concurrency == "auto":
+                    self._adapt(
+                        pool,
+                        upload_one,
+                        jobs,
+                        batch,
+                        AdaptiveLimit(initial=min(INITIAL_LIMIT, most), maximum=most, memory_budget=self.memory_budget),
+                    )
+                else:
+                    futures = {pool.submit(upload_one, job): job for job in jobs}
+                    for future in as_completed(futures):
+                        batch.finished(futures[future], future.result())
             except KeyboardInterrupt:
                 # Stop cleanly: no new files, uploads in flight stop at their next
                 # request with their journal intact, then Ctrl-C goes on up.
@@ -246,12 +325,34 @@ class LocalExecutor:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
+    def _adapt(
+        self,
+        pool: ThreadPoolExecutor,
+        upload_one: Callable[[FileJob], FileOutcome],
+        jobs: list[FileJob],
+        batch: Batch,
+        limit: AdaptiveLimit,
+    ) -> None:
+        """Start files in order as the limit and the memory budget admit them; feed it each file's time."""
+        waiting = deque(jobs)
+        flying: dict[Future[FileOutcome], tuple[FileJob, Flight]] = {}
+        while waiting or flying:
+            while waiting and limit.can_start(waiting[0].size):
+                job = waiting.popleft()
+                flying[pool.submit(upload_one, job)] = (job, limit.started(job.size, self.clock()))
+            done, _ = wait(flying, return_when=FIRST_COMPLETED)
+            for future in done:
+                job, flight = flying.pop(future)
+                outcome = future.result()
+                limit.finished(flight, self.clock(), ok=outcome.status != "failed")
+                batch.finished(job, outcome)
+
 
 def upload_files(
     client: Any,
     paths: Iterable[str | os.PathLike[str]],
     *,
-    concurrency: int = 4,
+    concurrency: Concurrency = "auto",
     chunk_size: int,
     recursive: bool = True,
     skip_existing: bool = False,
@@ -264,9 +365,11 @@ def upload_files(
     "skipped", "total"}`` dict (lists of ``{"file_path", "status", ...}`` in
     the order the files were given), with each file's typed ``FileOutcome``
     in ``.outcomes``.
+
+    ``concurrency`` is the number of files in flight at once, or ``"auto"``
+    (the executor adapts it; ``LocalExecutor`` to the time files take).
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    concurrency = check_concurrency(concurrency)
     if executor is None:
         executor = LocalExecutor()
     elif not callable(getattr(executor, "run", None)):
@@ -287,7 +390,8 @@ def upload_files(
     todo = [i for i in stats if i not in outcome and i not in duplicate_of]
 
     if skip_existing and todo:
-        with ThreadPoolExecutor(concurrency) as pool:
+        # Reading files to hash them: a few threads, whatever the uploads' concurrency.
+        with ThreadPoolExecutor(INITIAL_LIMIT if concurrency == "auto" else concurrency) as pool:
             checksums = dict(zip(todo, pool.map(lambda i: _md5_of(files[i]), todo), strict=True))
         held = set(client.verify_data_files_checksums(sorted(set(checksums.values()))).get("checksums", []))
         for index in [i for i in todo if checksums[i] in held]:

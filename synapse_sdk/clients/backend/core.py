@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.plan import DEFAULT_CHUNK_SIZE
-from synapse_sdk.clients.backend.batch import BatchProgress, Executor, LocalExecutor, upload_files
+from synapse_sdk.clients.backend.batch import BatchProgress, Concurrency, Executor, LocalExecutor, upload_files
 from synapse_sdk.clients.backend.outcomes import BatchResult
 from synapse_sdk.clients.backend.ray_executor import RayExecutor
 from synapse_sdk.clients.backend.uploads import upload_file
@@ -57,7 +57,7 @@ class CoreClientMixin:
         self,
         paths: Iterable[str | os.PathLike[str]],
         *,
-        concurrency: int = 4,
+        concurrency: Concurrency = "auto",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         recursive: bool = True,
         skip_existing: bool = False,
@@ -78,6 +78,13 @@ class CoreClientMixin:
         or a ``RayExecutor(...)`` (actors across a Ray cluster, ``concurrency``
         files at a time on each; needs ``pip install 'synapse-upload[ray]'``).
         The results are the same either way.
+
+        ``concurrency="auto"`` (the default) lets the local executor adapt the
+        files in flight to the time they take: from 4 up to 64 while that time
+        stays near the fastest seen (many small files over a long round trip),
+        back down when it climbs, within a memory budget of 256 MiB of mapped
+        windows. A number (``concurrency=4``, as before) fixes it. On Ray,
+        ``"auto"`` is 4 files per worker. Anything else is a ``ValueError``.
 
         The result is a ``BatchResult``: that dict, with every file's typed
         ``FileOutcome`` (the exception object, its ``url`` and ``offset``) in

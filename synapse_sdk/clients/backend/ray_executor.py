@@ -6,7 +6,7 @@ upload over worker actors, largest first onto the least-loaded worker, and
 polls the workers for progress and results. Each worker builds its own
 ``BackendClient`` from the driver client's ``settings()`` (the live client and
 its pool never travel) and uploads its files whole with the native engine,
-``concurrency`` at a time. Workers report each file's upload URL as soon as
+``concurrency`` at a time (``"auto"``: ``AUTO_PER_WORKER``). Workers report each file's upload URL as soon as
 the server has created it, so when a worker dies its unfinished files
 continue on another worker from the server's offset (``upload(url=...)``),
 not from zero; a file whose workers died ``max_worker_deaths`` times fails.
@@ -38,7 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.errors import FileChangedError, WorkerDiedError, WorkerStartError
-from synapse_sdk.clients.backend.batch import Batch, FileJob, attempt
+from synapse_sdk.clients.backend.batch import Batch, Concurrency, FileJob, attempt, check_concurrency
 from synapse_sdk.clients.backend.outcomes import FileOutcome
 from synapse_sdk.clients.backend.uploads import upload_file
 
@@ -60,6 +60,8 @@ MTIME_SLACK = 2.0
 #: package, plus per file in flight two 8 MiB mapped windows with room to spare.
 WORKER_MEMORY = 256 * 1024 * 1024
 MEMORY_PER_UPLOAD = 32 * 1024 * 1024
+#: Files in flight on each worker for ``concurrency="auto"``: the fixed default batches had (workers do not adapt).
+AUTO_PER_WORKER = 4
 
 
 def _gist(error: BaseException) -> str:
@@ -141,7 +143,10 @@ class RayExecutor:
         if not self._ray.is_initialized():
             self._ray.init(address=self.address)
 
-    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: int, chunk_size: int) -> None:
+    def run(self, client: Any, jobs: list[FileJob], batch: Batch, *, concurrency: Concurrency, chunk_size: int) -> None:
+        concurrency = check_concurrency(concurrency)
+        if concurrency == "auto":
+            concurrency = AUTO_PER_WORKER
         if not jobs:
             return
         if not callable(getattr(client, "settings", None)):
