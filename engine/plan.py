@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from engine.wire import format_content_range
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Chunk", "chunk_at", "plan_chunks"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Chunk", "chunk_at", "join_ranges", "plan_chunks"]
 
 #: The published SDK's chunk size, and the default here.
 DEFAULT_CHUNK_SIZE = 50 * 1024 * 1024
@@ -49,3 +49,14 @@ def plan_chunks(total: int, chunk_size: int, start: int = 0) -> list[Chunk]:
     if total < 0 or not 0 <= start <= total:
         raise ValueError(f"cannot plan from byte {start} of a {total}-byte file")
     return [Chunk(s, min(s + chunk_size, total), total) for s in range(start, total, chunk_size)]
+
+
+def join_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges ``[start, end)`` in order, those that overlap or touch joined into one."""
+    joined: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined

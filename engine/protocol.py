@@ -335,7 +335,9 @@ class ChunkedUploadProtocol:
             missing = self.size - self.offset - sum(end - start for start, end in self.received)
             if width > 1 and missing > self.chunk_size:
                 return Scatter(self.url, width)
-            return PutChunk(self.url, chunk_at(self.offset, self.size, self.chunk_size))
+            # The next chunk stops where bytes stored out of order begin.
+            chunk = chunk_at(self.offset, self.received[0][0] if self.received else self.size, self.chunk_size)
+            return PutChunk(self.url, Chunk(chunk.start, chunk.end, self.size))
         # Past CREATE the server has named the upload (and in DONE answered its record).
         if self.phase is Phase.FINALIZE:
             assert self.url is not None
@@ -541,7 +543,8 @@ class ChunkedUploadProtocol:
 
     def _on_offset_mismatch(self, expected_offset: Any) -> dict[str, Any]:
         offset = _offset_of({wire.OFFSET: expected_offset}, self.size)
-        return {"offset": offset, "phase": self._sending(offset), "rejections": 0}
+        # What lay past the old offset is unknown now (the server may have lost it): the next record tells.
+        return {"offset": offset, "received": (), "phase": self._sending(offset), "rejections": 0}
 
     def _on_finalized(self, record: Any) -> dict[str, Any]:
         if not isinstance(record, dict):

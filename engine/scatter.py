@@ -13,10 +13,12 @@ and is told what came of each one, in whatever order the answers arrive.
 
 - A stored chunk: the record says what the server holds now.
 - A chunk whose checksum the server refused: sent again, a bounded number of times.
-- A lost answer, or a range the server says is busy (``409``): once the
-  chunks in flight have settled, the scatter asks the server where things
-  stand (``check_request``) and sends what it lacks; lost answers in a row
-  are bounded by the retry policy, renewed whenever a chunk lands.
+- A lost answer, or a range the server says it holds already (``409``: an
+  earlier try whose answer was lost landed): once the chunks in flight have
+  settled, the scatter asks the server where things stand
+  (``check_request``) and sends what it lacks; lost answers in a row are
+  bounded by the retry policy, renewed whenever a chunk lands. (A range the
+  server is still receiving is ``429``, retried as any rate limit is.)
 - ``Offsets do not match`` to an out-of-order chunk: the server does not
   store chunks out of order after all. The scatter ends (``refused_at``) and
   the upload goes on one chunk at a time from the offset the server named.
@@ -33,16 +35,20 @@ from typing import TYPE_CHECKING, Any
 
 from engine import wire
 from engine.errors import ClientError, HTTPError, ProtocolError, error_for_status
-from engine.plan import Chunk
+from engine.plan import Chunk, join_ranges
 from engine.protocol import CHUNK_CHECKSUM_RETRIES, ChunkedUploadProtocol, Event, Request, held_ranges
 
 if TYPE_CHECKING:
     from engine.source import ChunkDigest
 
-__all__ = ["ChunkScatter"]
+__all__ = ["DEFAULT_PARALLEL_CHUNKS", "ChunkScatter"]
 
-#: The answer of a server that is still receiving an overlapping range (a resend raced its first try).
-BUSY = 409
+#: Chunks of one file a client sends at once by default, where the server takes them out of order:
+#: enough connections to fill a long, fat link (one carries about its window per round trip).
+DEFAULT_PARALLEL_CHUNKS = 4
+
+#: The answer to a chunk whose bytes the server holds already (an earlier try landed, its answer lost).
+HELD = 409
 
 
 class ChunkScatter:
@@ -133,7 +139,7 @@ class ChunkScatter:
                 self.in_flight.pop(chunk.start)
                 self.pending.insert(0, chunk)
                 return Event.CHUNK_REJECTED
-        if status == BUSY:
+        if status == HELD:
             return self.answer_lost(chunk, None)
         if status >= 400:
             raise error_for_status(status, body, None)
@@ -154,13 +160,19 @@ class ChunkScatter:
         return Event.ANSWER_LOST
 
     def state_received(self, record: Any) -> None:
-        """The answer to ``check_request``: hold what the server holds, send what it lacks."""
+        """The answer to ``check_request``: hold what the server holds, send what it lacks.
+
+        Nothing is in flight then, so the record is the whole truth: it
+        replaces what earlier answers said (a server that lost bytes in a
+        crash holds less than it did).
+        """
         if not isinstance(record, dict):
             raise ProtocolError(f"server answered the upload's state with {record!r}, not a record")
         if record.get(wire.URL) not in (None, self.url):
             raise ProtocolError(f"server answered the state of another upload: {record!r}")
-        self._hold(record)
-        self.pending = [c for c in self._missing() if c.start not in self.in_flight]
+        offset, received = self.protocol.held_by(record)
+        self.held, self.record = held_ranges(offset, received), record
+        self.pending = self._missing()
         self.checking = False
 
     def _landed(self, chunk: Chunk) -> None:
@@ -169,11 +181,12 @@ class ChunkScatter:
 
     def _hold(self, record: Any) -> None:
         offset, received = self.protocol.held_by(record)
-        held = held_ranges(offset, received)
-        # What the server holds only grows; a record that forgets bytes came from elsewhere.
-        if _total(held) < self.bytes_held:
-            raise ProtocolError(f"server answered a record holding fewer bytes than before: {record!r}")
-        self.held, self.record = held, record
+        # Answers overtake each other: a record may be older than one already
+        # seen. What the server holds only grows, so what it holds is the union.
+        held = join_ranges(self.held + held_ranges(offset, received))
+        if self.record is None or offset >= self.record[wire.OFFSET]:
+            self.record = record
+        self.held = held
 
     def _missing(self) -> list[Chunk]:
         """The chunks to send for the gaps in ``held``: ``chunk_size`` each, fewer at a gap's end."""

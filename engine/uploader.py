@@ -56,7 +56,7 @@ from engine.protocol import (
     SendWhole,
 )
 from engine.retry import RetryPolicy
-from engine.scatter import ChunkScatter
+from engine.scatter import DEFAULT_PARALLEL_CHUNKS, ChunkScatter
 from engine.source import ChunkDigest, MappedFile
 from engine.transport import Response, Transport
 
@@ -89,7 +89,7 @@ class ChunkedUploader:
         query: Mapping[str, str] | None = None,
         hashing: HashingService | None = None,
         send_whole: bool = True,
-        parallel_chunks: int = 4,
+        parallel_chunks: int = DEFAULT_PARALLEL_CHUNKS,
     ) -> None:
         chunk_at(0, 1, chunk_size)  # validates chunk_size
         if chunk_digest not in CHUNK_DIGESTS:
@@ -183,6 +183,7 @@ class _Upload:
             hashing=uploader.hashing,
         )
         self.digest: ChunkDigest | None = None  # of the chunk last sent
+        self.scatter: ChunkScatter | None = None  # while chunks travel several at once
         self.reported = 0
 
     def _machine(self, url: str | None) -> ChunkedUploadProtocol:
@@ -217,23 +218,26 @@ class _Upload:
                         self.restarted = True
                         self._start_fresh("the server expired the upload (410)")
                     else:
-                        raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
+                        raise error.with_upload(*self._where()) from error.__cause__
                 except ValidationError as error:
                     if isinstance(action, SendWhole) and not self.source.size:  # drf-chunked-upload refuses them
                         detail = f"the server refused {self.source.path}, an empty file: {error.detail}"
                         refused = ValidationError(error.status_code, detail)
-                        raise refused.with_upload(self.protocol.url, self.protocol.offset) from error
-                    raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
+                        raise refused.with_upload(*self._where()) from error
+                    raise error.with_upload(*self._where()) from error.__cause__
                 except ClientError as error:
-                    raise error.with_upload(self.protocol.url, self.protocol.offset) from error.__cause__
+                    raise error.with_upload(*self._where()) from error.__cause__
         finally:
             self.hasher.close()
 
+    def _where(self) -> tuple[str | None, int]:
+        """The upload's URL and the offset the server holds, for errors to carry (a scatter knows it best)."""
+        offset = self.protocol.offset if self.scatter is None else self.scatter.offset
+        return self.protocol.url, offset
+
     def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
-            raise UploadCancelled(f"upload of {self.source.path} cancelled").with_upload(
-                self.protocol.url, self.protocol.offset
-            )
+            raise UploadCancelled(f"upload of {self.source.path} cancelled").with_upload(*self._where())
 
     def _request(self, action: PutChunk | SendWhole | Finalize | CheckState) -> Request:
         """Hash what the machine's next request needs, and have it build the request."""
@@ -270,7 +274,7 @@ class _Upload:
         while up to ``width`` are on the wire; answers are fed to the scatter
         as they come. It ends with the machine told what the server holds.
         """
-        scatter = ChunkScatter(self.protocol, action.width)
+        scatter = self.scatter = ChunkScatter(self.protocol, action.width)
         sending: dict[Future[Response], tuple[Chunk, ChunkDigest]] = {}
         senders = ThreadPoolExecutor(action.width, thread_name_prefix="chunk-sender")
         try:
@@ -300,6 +304,7 @@ class _Upload:
             for future in sending:
                 future.cancel()
             senders.shutdown(wait=True)
+        self.scatter = None
         if scatter.refused_at is not None:
             log.info("%s: the server stores no chunk out of order; sending one at a time", self.filename)
             self.protocol.scatter_refused(scatter.refused_at)
@@ -436,12 +441,12 @@ class _Upload:
         if isinstance(checksum, str) and checksum.lower() != md5:
             raise UploadIntegrityError(
                 f"server stored {self.source.path} with MD5 {checksum}, the file's is {md5}"
-            ).with_upload(self.protocol.url, self.protocol.offset)
+            ).with_upload(*self._where())
         size = record.get(wire.SIZE)
         if isinstance(size, int) and size != self.source.size:
             raise UploadIntegrityError(
                 f"server stored {size} bytes of {self.source.path}, the file has {self.source.size}"
-            ).with_upload(self.protocol.url, self.protocol.offset)
+            ).with_upload(*self._where())
         self._progress(self.source.size)
         if self.slot is not None:
             self.slot.remove()

@@ -64,7 +64,10 @@ def test_a_failed_file_keeps_its_error_url_and_offset_and_resumes_from_them(refe
     small, _ = make_file(tmp_path, "small.bin", 1000)
     with Proxy(reference_server.base_url, refuse_appends_after(3)) as proxy:
         # One attempt: the 503 is the file's failure, not a retry.
-        client = BackendClient(proxy.url, access_token=ALICE, journal=False, retry=RetryPolicy(attempts=1))
+        # One chunk at a time, so "three appends" is the prefix the server holds.
+        client = BackendClient(
+            proxy.url, access_token=ALICE, journal=False, retry=RetryPolicy(attempts=1), parallel_chunks=1
+        )
         results = client.upload_files([big, small], chunk_size=CHUNK, concurrency=1)
 
     # The documented dict, exactly as before...

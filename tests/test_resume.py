@@ -1,4 +1,10 @@
-"""Resuming across runs: interrupted, killed, changed files, expired uploads."""
+"""Resuming across runs: interrupted, killed, changed files, expired uploads.
+
+These pin the sequential protocol, chunk by chunk, as against plain
+drf-chunked-upload: the reference server here takes no chunk out of order.
+Resuming uploads whose chunks travelled several at once is in
+tests/test_parallel_chunks.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import pytest
 from engine.errors import GoneError
 from engine.journal import Journal
 from synapse_sdk.clients.backend import BackendClient
+from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, alice_uploader, make_file
 
 pytestmark = pytest.mark.integration
@@ -37,6 +44,13 @@ def interrupt_after(chunks: int):
             raise Interrupted(done)
 
     return on_progress
+
+
+@pytest.fixture(scope="module")
+def reference_server(tmp_path_factory: pytest.TempPathFactory):
+    """The reference server, one chunk at a time (no ``Synapse-Parallel-Chunks``)."""
+    with ReferenceServer(tmp_path_factory.mktemp("sequential"), tokens={ALICE: "alice"}, parallel_chunks=1) as server:
+        yield server
 
 
 @pytest.fixture
@@ -119,8 +133,6 @@ def test_journal_can_be_turned_off(reference_server, tmp_path: Path) -> None:
 
 
 def test_an_expired_upload_is_restarted_once_then_reported(tmp_path: Path, caplog) -> None:
-    from synapse_sdk.server import ReferenceServer
-
     path, _ = make_file(tmp_path, "data.bin", 300 * KIB)
     # Uploads expire as soon as they are created: every second chunk answers 410.
     with ReferenceServer(tmp_path / "srv", tokens={ALICE: "alice"}, expire_after=timedelta(0)) as server:

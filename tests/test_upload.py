@@ -40,7 +40,9 @@ def test_sizes_around_the_chunk_size(client, server, tmp_path: Path, size: int) 
     assert stored_bytes(server, result) == data
     assert progress[-1] == (size, size)
     assert [done for done, _ in progress] == sorted({done for done, _ in progress})
-    assert len(progress) == -(-size // (64 * KIB))
+    chunks = -(-size // (64 * KIB))
+    # One call per chunk in order; where chunks travel several at once, an answer may report two landed.
+    assert len(progress) == chunks if server.kind == "drf" else 1 <= len(progress) <= chunks
     if server.kind == "reference":
         assert isinstance(result["id"], int)
         assert result["checksum"] == hashlib.md5(data).hexdigest() and result["size"] == size
@@ -53,7 +55,8 @@ def test_default_50_mib_chunks(client, server, tmp_path: Path) -> None:
     path, data = make_file(tmp_path, "big.bin", 120 * 1024 * 1024)
     progress: list[int] = []
     result = client.create_chunked_upload(path, on_progress=lambda done, total: progress.append(done))
-    assert progress == [50 * 1024 * 1024, 100 * 1024 * 1024, 120 * 1024 * 1024]
+    # The tail chunk may land before the middle one where chunks travel several at once.
+    assert len(progress) == 3 and progress[0] == 50 * 1024 * 1024 and progress[-1] == 120 * 1024 * 1024
     assert hashlib.md5(stored_bytes(server, result)).digest() == hashlib.md5(data).digest()
 
 

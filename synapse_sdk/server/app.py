@@ -69,6 +69,8 @@ class UploadApp:
     ``tokens`` maps access tokens to user names; ``max_upload_size`` caps a
     file's ``total`` in bytes (None: no cap); ``rate_limiter`` (None: no
     limit) is asked once per authenticated request, keyed by its token.
+    ``parallel_chunks`` above 1 takes that many chunks of one upload at once,
+    out of order, and says so on every ``chunked_upload/`` answer.
     """
 
     def __init__(
@@ -80,14 +82,17 @@ class UploadApp:
         rate_limiter: RateLimiter | None = None,
         media_signer: MediaSigner | None = None,
         s3: S3Config | None = None,
+        parallel_chunks: int = 1,
     ) -> None:
         self._auth = Authenticator(tokens, rate_limiter)
+        # The capability rides on every answer of the upload routes: the client learns it from the create's.
+        self._upload_headers = [(wire.PARALLEL_CHUNKS, str(parallel_chunks))] if parallel_chunks > 1 else []
         self._block_size = block_size
         catalog = Catalog(store)  # creates its tables when missing
         # Files of models and data units are handed out as signed, expiring URLs (media.py).
         signer = media_signer or MediaSigner()
         self._media = MediaFiles(signer, lambda upload_id: store.completed_path(upload_id))
-        uploads = UploadHandlers(store, max_upload_size)
+        uploads = UploadHandlers(store, max_upload_size, parallel_chunks)
         self._upload_routes: tuple[dict[str, Handler], dict[str, Handler]] = (
             {"PUT": uploads.create, "POST": uploads.upload_whole},
             {"GET": uploads.state, "PUT": uploads.append, "POST": uploads.finalize},
@@ -134,6 +139,8 @@ class UploadApp:
         # reset instead of the answer. cheroot would drain it too, but in one
         # read of the whole remainder, i.e. a whole chunk in memory.
         body.drain()
+        if _ROUTE.fullmatch(environ.get("PATH_INFO", "")):
+            headers = [*headers, *self._upload_headers]
         data = json.dumps(payload).encode()
         start_response(
             f"{status} {HTTPStatus(status).phrase}",

@@ -8,7 +8,7 @@ verifies no checksum: never use it to store data.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from synapse_sdk.server.storage import Upload
 from synapse_sdk.server.store import Store, Usage
@@ -22,8 +22,17 @@ class _CountedChunk:
     chunk_md5 = None
     chunk_xxh3 = None
 
-    def __init__(self, upload: Upload, limit: int | None, usage: Usage) -> None:
+    def __init__(
+        self,
+        upload: Upload,
+        limit: int | None,
+        usage: Usage,
+        at: int | None = None,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
         self.upload = upload
+        self.at = upload.offset if at is None else at
+        self._on_exit = on_exit
         self._usage = usage
         self.limit = limit
         self.received = 0
@@ -45,17 +54,25 @@ class _CountedChunk:
 
     def __exit__(self, *exc: object) -> None:
         self._usage.received(self.received)
+        if self._on_exit is not None:
+            self._on_exit()
 
 
 class DiscardStore(Store):
     """``Store`` whose uploads keep their records and lose their bytes (a ``storage.UploadStore``).
 
-    It replaces what a store does with bytes (``append``, ``running_md5``,
-    ``complete``) and keeps the records through ``Store``'s public methods.
+    It replaces what a store does with bytes (``append``, ``place``,
+    ``running_md5``, ``complete``) and keeps the records through ``Store``'s
+    public methods.
     """
+
+    hashes_bytes = False
 
     def append(self, upload: Upload, limit: int | None, verify: Collection[str] = ()) -> _CountedChunk:
         return _CountedChunk(upload, limit, self.usage)
+
+    def place(self, upload: Upload, start: int, size: int, verify: Collection[str], width: int) -> _CountedChunk:
+        return _CountedChunk(upload, size, self.usage, at=start, on_exit=self.reserve_range(upload, start, size, width))
 
     def running_md5(self, upload: Upload) -> None:
         """Nothing was hashed: the finalize MD5 cannot be checked."""

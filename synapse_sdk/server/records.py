@@ -54,6 +54,8 @@ def upload_record(environ: Mapping[str, Any], upload: Upload) -> dict[str, objec
         wire.COMPLETED_AT: timestamp(upload.completed_at),
         "expires_at": timestamp(upload.expires_at),
     }
+    if upload.received:  # chunks stored out of order, past the offset (an extension: absent when none)
+        record[wire.RECEIVED] = [list(byte_range) for byte_range in upload.received]
     if upload.complete:
         record.update(file=str(upload.path), checksum=upload.checksum, size=upload.total)
     return record

@@ -30,7 +30,12 @@ from synapse_sdk.server.storage import Upload, UploadStore
 from synapse_sdk.server.store import Store
 from synapse_sdk.server.wire import Connection, with_readinto
 
-__all__ = ["ReferenceServer", "run_cleanup", "run_forever"]
+__all__ = ["DEFAULT_PARALLEL_CHUNKS", "ReferenceServer", "run_cleanup", "run_forever"]
+
+#: Chunks of one upload the server takes at once by default (``Synapse-Parallel-Chunks``).
+DEFAULT_PARALLEL_CHUNKS = 8
+#: Idle keep-alive connections kept open: as many as a batch keeps files in flight, and some.
+KEEP_ALIVE_CONNECTIONS = 256
 
 
 class ReferenceServer:
@@ -44,6 +49,9 @@ class ReferenceServer:
     (``(per_second, burst)`` requests per token, 429), whose clock is
     ``clock``. With ``certfile`` and ``keyfile`` (PEM) it serves HTTPS. With
     ``s3`` (an ``S3Config``) it hands out presigned URLs of that storage.
+    ``parallel_chunks``: how many chunks of one upload it takes at once, out
+    of order (advertised as ``Synapse-Parallel-Chunks``; 1: in order only, as
+    drf-chunked-upload).
     """
 
     def __init__(
@@ -64,8 +72,12 @@ class ReferenceServer:
         discard: bool = False,
         media_ttl: float = 3600.0,
         s3: S3Config | None = None,
+        parallel_chunks: int = DEFAULT_PARALLEL_CHUNKS,
     ) -> None:
         if (certfile is None) != (keyfile is None):
+            raise ValueError("TLS needs both certfile and keyfile")
+        if isinstance(parallel_chunks, bool) or not isinstance(parallel_chunks, int) or not 1 <= parallel_chunks <= 64:
+            raise ValueError(f"parallel_chunks must be a whole number from 1 to 64, not {parallel_chunks!r}")
             raise ValueError("TLS needs both certfile and keyfile")
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -82,6 +94,7 @@ class ReferenceServer:
         self.discard = discard
         self.media_ttl = media_ttl
         self.s3 = s3
+        self.parallel_chunks = parallel_chunks
         self._store: UploadStore | None = None
         self._server: wsgi.Server | None = None
         self._thread: threading.Thread | None = None
@@ -111,10 +124,19 @@ class ReferenceServer:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
             signer = MediaSigner(ttl=self.media_ttl)
             app = UploadApp(
-                store, self.tokens, self.max_upload_size, rate_limiter=limiter, media_signer=signer, s3=self.s3
+                store,
+                self.tokens,
+                self.max_upload_size,
+                rate_limiter=limiter,
+                media_signer=signer,
+                s3=self.s3,
+                parallel_chunks=self.parallel_chunks,
             )
             server = wsgi.Server((self.host, self.port), with_readinto(app), numthreads=self.threads)
             server.ConnectionClass = Connection
+            # cheroot keeps 10 idle keep-alive connections by default and closes the rest:
+            # a batch with many files in flight would then open a connection (a round trip) per request.
+            server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
             # stop() waits for the serve loop's next wake-up (0.5 s by default):
             # tests start and stop many servers.
             server.expiration_interval = 0.05

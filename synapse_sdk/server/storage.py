@@ -63,7 +63,11 @@ class Upload:
 
 
 class RangeConflict(Exception):
-    """A placed chunk's bytes overlap bytes the upload holds or is receiving, or too many are in flight."""
+    """A chunk's bytes overlap bytes the upload holds, or (``busy``) is receiving, or too many are in flight."""
+
+    def __init__(self, message: str, *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 @runtime_checkable

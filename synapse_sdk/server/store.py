@@ -37,6 +37,7 @@ import xxhash
 
 import engine
 from engine.durable import fsync_dir
+from engine.plan import join_ranges
 from synapse_sdk.server.storage import COMPLETE, UPLOADING, Owner, RangeConflict, Upload
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
 _CREATING: Final = 0
 
 _READ_BLOCK: Final = 1 << 20
+#: How long a chunk placed out of order waits for an overlapping one (or a free slot) before a 429.
+PLACING_WAIT: Final = 60.0
 # Stored bytes are read back for hashing in blocks this size: they stay in the L2 cache.
 _HASH_BLOCK: Final = 1 << 20
 # Hashing is handed to a pool thread once this much is waiting: fewer, longer
@@ -107,8 +110,12 @@ class _Live:
     md5: engine.Md5 | None = None
     md5_at: int = 0
     hashing: threading.Lock = field(default_factory=threading.Lock)
-    # Chunks placed out of order being received: start -> end.
+    # Chunks placed out of order being received: start -> end; ``changed`` tells when one ends.
     placing: dict[int, int] = field(default_factory=dict)
+    changed: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 @dataclass(slots=True)
@@ -332,6 +339,9 @@ class Store:
     no cap). One process at a time may hold a data directory.
     """
 
+    #: Whether the store hashes what it stores (a finalize's MD5 is checked against it).
+    hashes_bytes = True
+
     def __init__(
         self,
         data_dir: str | os.PathLike[str],
@@ -466,7 +476,9 @@ class Store:
         running = engine.Md5() if fresh else self._running(upload)
         live = self._live_of(upload.id)
         if limit is not None:
-            self._check_free(upload, live, upload.offset, upload.offset + limit)
+            self._check_free(upload, upload.offset, upload.offset + limit)
+            if any(a < upload.offset + limit and upload.offset < b for a, b in live.placing.items()):
+                raise RangeConflict(f"bytes from {upload.offset} on are being received by another request", busy=True)
         beyond = bool(upload.received or live.placing)
         return Chunk(upload, running, limit, verify, fresh, self._pool, self.usage, truncate=not beyond)
 
@@ -477,17 +489,38 @@ class Store:
         others of the upload. Only its own digests are computed; the running
         MD5 reads it back once the prefix reaches it.
         """
-        live = self._live_of(upload.id)
-        if len(live.placing) >= width:
-            raise RangeConflict(f"{width} chunks of this upload are being received already")
-        self._check_free(upload, live, start, start + size)
-        live.placing[start] = start + size
+        done = self.reserve_range(upload, start, size, width)
+        return Chunk(upload, None, size, verify, False, self._pool, self.usage, at=start, truncate=False, on_exit=done)
 
-        def done() -> None:
+    def reserve_range(self, upload: Upload, start: int, size: int, width: int) -> Callable[[], None]:
+        """Mark ``size`` bytes at ``start`` as being received (hold ``locked``); returns what unmarks them.
+
+        While ``width`` chunks are being received, or one of them overlaps
+        these bytes (a resend whose first try the server is still reading),
+        it waits for them to end, as a sequential chunk waits for the lock;
+        ``RangeConflict`` if they overlap what the upload holds, or
+        (``busy``) if the wait lasts ``PLACING_WAIT`` seconds.
+        """
+        live = self._live_of(upload.id)
+        end = start + size
+
+        def free() -> bool:
+            return len(live.placing) < width and not any(a < end and start < b for a, b in live.placing.items())
+
+        if not live.changed.wait_for(free, timeout=PLACING_WAIT):
+            raise RangeConflict(
+                f"bytes {start}-{end - 1} of this upload stayed busy for {PLACING_WAIT:.0f} s", busy=True
+            )
+        upload = self._reload(upload.id)  # chunks that ended meanwhile may hold these bytes now
+        self._check_free(upload, start, end)
+        live.placing[start] = end
+
+        def release() -> None:
             with live.lock:
                 live.placing.pop(start, None)
+                live.changed.notify_all()
 
-        return Chunk(upload, None, size, verify, False, self._pool, self.usage, at=start, truncate=False, on_exit=done)
+        return release
 
     def commit_placed(self, chunk: Chunk) -> Upload:
         """Accept a placed chunk (hold ``locked``): ``received`` gains it, the offset moves over what joins up."""
@@ -497,16 +530,14 @@ class Store:
         self._save_offset(upload, offset, received)
         chunk.committed = True
         self.usage.stored(created=False)
-        if offset > upload.offset:
+        if self.hashes_bytes and offset > upload.offset:
             # The running MD5 follows the prefix in the background, so a finalize finds it near done.
             self._pool.submit(self._running, self._reload(upload.id))
         return self._reload(upload.id)
 
-    def _check_free(self, upload: Upload, live: _Live, start: int, end: int) -> None:
+    def _check_free(self, upload: Upload, start: int, end: int) -> None:
         if start < upload.offset or any(a < end and start < b for a, b in upload.received):
             raise RangeConflict(f"bytes {start}-{end - 1} overlap bytes the upload holds")
-        if any(a < end and start < b for a, b in live.placing.items()):
-            raise RangeConflict(f"bytes {start}-{end - 1} overlap bytes another request is sending")
 
     def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
         """Accept the chunk: advance the offset and keep its running MD5.
@@ -744,10 +775,9 @@ def _hash_file_into(md5: engine.Md5, path: Path, start: int, end: int) -> None:
 
 
 def _join(offset: int, ranges: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
-    """The prefix ``[0, offset)`` grown over the (sorted) ranges that touch it, and the ranges left."""
-    while ranges and ranges[0][0] <= offset:
-        offset = max(offset, ranges.pop(0)[1])
-    return offset, ranges
+    """The prefix ``[0, offset)`` grown over the ranges that touch it, and the rest joined where they touch."""
+    joined = join_ranges([(0, offset), *ranges])
+    return joined[0][1], joined[1:]
 
 
 def _ranges_text(ranges: list[tuple[int, int]]) -> str | None:

@@ -14,25 +14,32 @@ upload (``404``, never ``403``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from engine import wire
 from synapse_sdk.server.catalog_input import parse_id
 from synapse_sdk.server.records import upload_record
 from synapse_sdk.server.request import Form, HttpError, Request, read_fields, receive
-from synapse_sdk.server.storage import ChunkWriter, Upload, UploadStore
+from synapse_sdk.server.storage import ChunkWriter, RangeConflict, Upload, UploadStore
 from synapse_sdk.server.upload_input import chunk_checks, content_range, filename_field, idempotency_key, md5_field
 
 __all__ = ["UploadHandlers"]
 
 
 class UploadHandlers:
-    """The handlers of ``chunked_upload/`` over ``store``; ``max_upload_size`` caps a file's bytes (None: no cap)."""
+    """The handlers of ``chunked_upload/`` over ``store``; ``max_upload_size`` caps a file's bytes (None: no cap).
 
-    def __init__(self, store: UploadStore, max_upload_size: int | None = None) -> None:
+    With ``parallel_chunks`` above 1, a chunk marked ``Synapse-Out-Of-Order``
+    is stored where its ``Content-Range`` says, beside up to that many others
+    of its upload (docs/PROTOCOL.md, "Extension: parallel chunks").
+    """
+
+    def __init__(self, store: UploadStore, max_upload_size: int | None = None, parallel_chunks: int = 1) -> None:
         self._store = store
         self._max_upload_size = max_upload_size
+        self._parallel_chunks = parallel_chunks
 
     # -- handlers, one per route and method ---------------------------------
 
@@ -69,6 +76,8 @@ class UploadHandlers:
     def append(self, request: Request) -> tuple[int, dict[str, object]]:
         start, end, total = content_range(request.environ)
         checks = chunk_checks(request.environ)
+        if self._parallel_chunks > 1 and request.environ.get(wire.environ_key(wire.OUT_OF_ORDER)) == "1":
+            return self._place(request, start, end, total, checks)
         upload = self.find(request)
         with self._store.locked(upload.id):
             upload = self.find(request)  # it may have moved while this request waited
@@ -82,10 +91,31 @@ class UploadHandlers:
                 raise HttpError(400, wire.OFFSETS_DO_NOT_MATCH, **mismatch)
             size = end - start + 1
             self._store.check_quota(upload.owner, size)
-            with self._store.append(upload, limit=size, verify=checks) as chunk:
+            with _conflicts_are_409(upload), self._store.append(upload, limit=size, verify=checks) as chunk:
                 form = receive(request, chunk)
                 _check_chunk(form, chunk, size, checks)
                 upload = self._store.commit(chunk)
+        return 200, upload_record(request.environ, upload)
+
+    def _place(
+        self, request: Request, start: int, end: int, total: int, checks: Mapping[str, bytes]
+    ) -> tuple[int, dict[str, object]]:
+        """Store a chunk at ``start``, past the offset if need be; it is received without the upload's lock."""
+        size = end - start + 1
+        with self._store.locked(self.find(request).id):
+            upload = self.find(request)  # it may have moved while this request waited
+            if total != upload.total:
+                raise HttpError(400, f"Content-Range total {total} differs from the upload's {upload.total}")
+            self.check_limit(total)
+            _check_open(upload)
+            self._store.check_quota(upload.owner, size)
+            with _conflicts_are_409(upload):
+                placed = self._store.place(upload, start, size, checks, self._parallel_chunks)
+        with placed as chunk:
+            form = receive(request, chunk)
+            _check_chunk(form, chunk, size, checks)
+            with self._store.locked(upload.id):
+                upload = self._store.commit_placed(chunk)
         return 200, upload_record(request.environ, upload)
 
     def state(self, request: Request) -> tuple[int, dict[str, object]]:
@@ -200,6 +230,22 @@ def _check_chunk(form: Form, chunk: ChunkWriter, size: int, checks: Mapping[str,
     # A digest not computed (a discarding store) is not checked.
     if any(computed[kind] is not None and computed[kind].digest() != digest for kind, digest in checks.items()):
         raise HttpError(400, wire.CHUNK_CHECKSUM_MISMATCH)
+
+
+@contextmanager
+def _conflicts_are_409(upload: Upload) -> Iterator[None]:
+    """A chunk whose bytes the upload holds: ``409`` (the client asks the state); that it is receiving: ``429``.
+
+    Bytes being received are busy until that request ends (a client that
+    gave up on it ends it only when the server's read times out): the
+    client sends again after ``Retry-After``. Nothing is stored either way.
+    """
+    try:
+        yield
+    except RangeConflict as conflict:
+        if conflict.busy:
+            raise HttpError(429, str(conflict), [(wire.RETRY_AFTER, "1")]) from None
+        raise HttpError(409, str(conflict), **{wire.OFFSET: upload.offset}) from None
 
 
 def _check_open(upload: Upload) -> None:

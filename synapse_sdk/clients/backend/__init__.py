@@ -12,7 +12,10 @@ a folder, or ``False`` for none) and ``chunk_digest`` (``"md5"``:
 ``Content-XXH3`` the reference server verifies; ``"none"``) and
 ``send_whole`` (``True``: a file of at most one chunk goes in one POST with
 its MD5, one round trip instead of two; ``False``: a chunk PUT and a
-finalize, as synapse-sdk sends every file) are additions.
+finalize, as synapse-sdk sends every file) and ``parallel_chunks`` (at most
+how many chunks of one file travel at once, each on its own connection,
+where the server says it takes them out of order; 1: one at a time) are
+additions.
 ``url_host`` (``"internal"``: presigned URLs for consumers inside the
 deployment's network) is sent with every request as the ``url_host`` query
 parameter, as synapse-sdk does.
@@ -32,6 +35,7 @@ from typing import Any
 
 from engine.journal import Journal, default_journal_dir
 from engine.retry import RetryPolicy
+from engine.scatter import DEFAULT_PARALLEL_CHUNKS
 from engine.timeouts import Timeout, TimeoutLike
 from synapse_sdk.clients.backend.batch import LocalExecutor
 from synapse_sdk.clients.backend.bulk_upload.mixin import BulkUploadClientMixin
@@ -79,6 +83,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         journal: bool | str | os.PathLike[str] = True,
         chunk_digest: str = "md5",
         send_whole: bool = True,
+        parallel_chunks: int = DEFAULT_PARALLEL_CHUNKS,
     ) -> None:
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         if url_host:
@@ -89,6 +94,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         self._journal_setting = journal if isinstance(journal, bool) else os.fspath(journal)
         self.chunk_digest = chunk_digest
         self.send_whole = send_whole
+        self.parallel_chunks = parallel_chunks
         self.access_token = access_token
         self.authorization_token = authorization_token
         self.tenant = tenant
@@ -115,6 +121,7 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
             "journal": self._journal_setting,
             "chunk_digest": self.chunk_digest,
             "send_whole": self.send_whole,
+            "parallel_chunks": self.parallel_chunks,
         }
 
     def _get_headers(self) -> dict[str, str]:

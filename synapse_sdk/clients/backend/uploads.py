@@ -35,6 +35,7 @@ class UploadClient(Protocol):
     journal: Journal | None
     chunk_digest: str
     send_whole: bool
+    parallel_chunks: int
     default_params: Mapping[str, str]
 
     # The published clients' hook for authentication headers (subclasses override it).
@@ -85,5 +86,6 @@ def upload_file(
         query=client.default_params,
         hashing=hashing,
         send_whole=client.send_whole,
+        parallel_chunks=client.parallel_chunks,
     )
     return uploader.upload(path, on_progress, url=url, cancel=cancel, on_url=on_url)
