@@ -1,7 +1,8 @@
-"""The performance issue's targets 1-5 and 7, each measured against a reference taken in the same run.
+"""The performance targets 1-5, 7, 8, 9, 11 and 12, each measured against a reference taken in the same run.
 
 Target 6 (1 GiB to the full, verifying server, against the published
-algorithm) is ``benches/bench_upload.py``.
+algorithm) is ``benches/bench_upload.py``; target 10 (the multi-buffer MD5
+kernel alone) is ``benches/bench_md5_many.py``.
 
 - Throughput (targets 1, 2 and 5) is timed in this process with
   pytest-benchmark, uploading to the reference server in discard mode (the
@@ -18,13 +19,29 @@ algorithm) is ``benches/bench_upload.py``.
   which includes start-up and imports. Not ``ru_maxrss``: Linux carries it
   across ``exec``, so a child started from a pytest process larger than itself
   reports pytest's peak (it is printed alongside, to show it).
+- Issue 11's batch (targets 8 and 9) is 8 x 256 MiB through
+  ``upload_files(paths)`` with its defaults, in a subprocess, against one
+  core's ``hashlib.md5`` over the same files in another (``.md5``), the two in
+  turn: the upload's throughput from its wall time around the work, one
+  core's MD5 rate from the pass's CPU seconds (a lone thread's wall time
+  counts the moments a shared machine deschedules it), CPU as above.
+- Over a network (targets 11 and 12), the clients run in subprocesses and
+  talk to the full server through ``tests/faults/shaper.py``'s relay, run in
+  this process (idle meanwhile: the relay has its GIL to itself), 25 ms each
+  way (50 ms RTT), with a 2 Gbit/s cap for 12. Target 11 sets the
+  documentation's batch example over the published algorithm
+  (``.published``) against ``upload_files(paths)``, in turn; target 12 divides
+  ``create_chunked_upload``'s throughput by the cap. The relay's count of
+  connections says how many each upload opened.
 - One more upload of each kind runs with a sampler of per-thread CPU
   (``/proc/self/task/*/stat``), the server's and the machine's CPU read around
   it: the "where the CPU goes" section, which says what bounds each target.
 
 Run it whole (``python -m pytest benches/bench_targets.py``), not with
 ``--benchmark-only``, which would skip the CPU and RSS tests: they time
-subprocesses, not the ``benchmark`` fixture. About four minutes on two cores.
+subprocesses, not the ``benchmark`` fixture. About eight minutes on two cores;
+``-k`` picks targets (``-k "defaults or small_files or shaped"`` for 8-12),
+and ``SYNAPSE_BENCH_BYTES`` a smaller big file (targets 1-3, 7 and 12).
 
 Benchmarks report, they do not judge: nothing here asserts a timing or a
 ratio, only that every upload completed with the right size and checksum.
@@ -49,8 +66,10 @@ from benches.workloads.hashing import MODES as HASH_MODES
 from engine.source import WINDOW
 from synapse_sdk.cli.benchmark import ServerProcess, md5_file, write_random_file
 from synapse_sdk.clients.backend import BackendClient
+from tests.faults.shaper import Shaper
 
 REPO = Path(__file__).resolve().parent.parent
+KIB = 1024
 MIB = 1024**2
 GIB = 1024**3
 #: Timed rounds per throughput case (after one warm-up round), and per CPU or RSS case.
@@ -59,12 +78,20 @@ CPU_ROUNDS = 3
 #: Target 5's files, and the sparse files of target 4.
 FILE_SET = (8, 256 * MIB)
 SPARSE_SIZES = {"1 GiB": GIB, "8 GiB": 8 * GIB}
+#: Target 11's files: each one chunk, so round trips, not bytes, take the time.
+SMALL_SET = (500, 256 * KIB)
+#: Issue 11's network: 25 ms each way (a 50 ms RTT); target 12's link cap, 2 Gbit/s in bytes per second.
+DELAY = 0.025
+CAP = 250e6
+#: Target 11's baseline: the documentation's batch example runs this many threads.
+PUBLISHED_THREADS = 4
 WHERE = "where the CPU goes (one more upload of each kind, per-thread CPU sampled every 20 ms)"
 
 #: The programs the CPU and RSS cases run in a fresh interpreter (see ``benches/workloads``).
 UPLOAD = "benches.workloads.upload"
 MD5 = "benches.workloads.md5"
 HASHING = "benches.workloads.hashing"
+PUBLISHED = "benches.workloads.published"
 
 
 def _child(module: str, *args: object) -> dict[str, Any]:
@@ -92,10 +119,32 @@ def _cpu(report: dict[str, Any]) -> float:
     return after["user"] + after["sys"] - before["user"] - before["sys"]
 
 
-def _upload_child(server: ServerProcess, digest: str, paths: list[Path], *, concurrency: int = 0, pid: int = 0):
-    report = _child(UPLOAD, server.base_url, server.token, digest, concurrency, pid, *paths)
+def _checked(report: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+    """``report``, once every file of ``paths`` is in it, uploaded with its size."""
     assert not report["failed"], report["failed"][:3]
     assert sorted(r["size"] for r in report["records"]) == sorted(p.stat().st_size for p in paths)
+    return report
+
+
+def _upload_child(
+    server: ServerProcess,
+    digest: str,
+    paths: list[Path],
+    *,
+    concurrency: int | str = 0,
+    pid: int = 0,
+    via: Shaper | None = None,
+) -> dict[str, Any]:
+    """``benches.workloads.upload`` to ``server`` (through the relay ``via``, if any); its checked report."""
+    url = server.base_url if via is None else via.url
+    return _checked(_child(UPLOAD, url, server.token, digest, concurrency, pid, *paths), paths)
+
+
+def _through(shaper: Shaper, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``'s report, with the number of connections it opened through ``shaper``."""
+    before = shaper.stats.connections
+    report = run()
+    report["connections"] = shaper.stats.connections - before
     return report
 
 
@@ -165,6 +214,16 @@ def file_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
 
 
 @pytest.fixture(scope="module")
+def small_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
+    count, size = SMALL_SET
+    directory = tmp_path_factory.mktemp("targets-small")
+    paths = [write_random_file(directory / f"s{i:03d}.bin", size) for i in range(count)]
+    yield paths
+    for path in paths:
+        path.unlink()
+
+
+@pytest.fixture(scope="module")
 def sparse_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     directory = tmp_path_factory.mktemp("targets-sparse")
     paths = {}
@@ -217,7 +276,7 @@ def test_client_cpu(big_file, discard_server, file_md5: str) -> None:
     }
     _child(MD5, big_file)  # warm-up: the page cache, the interpreter's files
     reports = _interleaved(cases, CPU_ROUNDS)
-    assert all(r["digest"] == md5 for r in reports["hashlib.md5 of the file"])
+    assert all(r["digests"] == [md5] for r in reports["hashlib.md5 of the file"])
     cpu = {name: statistics.median(_cpu(r) for r in runs) for name, runs in reports.items()}
     reference = cpu["hashlib.md5 of the file"]
     split = {
@@ -349,6 +408,121 @@ def test_hashing_cpu(big_file, file_md5: str) -> None:
         )
 
 
+def _median(runs: list[dict[str, Any]], of: Callable[[dict[str, Any]], float]) -> float:
+    return statistics.median(of(r) for r in runs)
+
+
+def _split(runs: list[dict[str, Any]]) -> str:
+    """The median user and system seconds of ``runs``, as a note says them."""
+    user = _median(runs, lambda r: r["after"]["user"] - r["before"]["user"])
+    system = _median(runs, lambda r: r["after"]["sys"] - r["before"]["sys"])
+    return f"user {user:.2f} + sys {system:.2f} s"
+
+
+def test_batch_with_defaults(file_set, discard_server) -> None:
+    """Targets 8 and 9: 8 x 256 MiB, ``upload_files`` with its defaults, against one hashlib.md5 pass, in turn."""
+    total = sum(p.stat().st_size for p in file_set)
+    cases = {
+        "hashlib.md5": lambda: _child(MD5, *file_set),
+        "upload_files": lambda: _upload_child(discard_server, "md5", file_set, concurrency="default"),
+    }
+    _interleaved(cases, 1)  # warm-up: the page cache, the interpreter's files, the server's first uploads
+    reports = _interleaved(cases, CPU_ROUNDS)
+    assert len({tuple(r["digests"]) for r in reports["hashlib.md5"]}) == 1
+    wall = {name: _median(runs, lambda r: r["wall"]) for name, runs in reports.items()}
+    cpu = {name: _median(runs, _cpu) for name, runs in reports.items()}
+    rate = total / wall["upload_files"] / 1e6
+    # One core's rate is the bytes over the pass's CPU seconds: on a shared machine a lone thread is
+    # descheduled now and then, which its wall time would count and a batch of threads hides.
+    md5_rate, md5_wall_rate = total / cpu["hashlib.md5"] / 1e6, total / wall["hashlib.md5"] / 1e6
+    workload = f"{FILE_SET[0]} x {_size(FILE_SET[1])}, upload_files defaults"
+    record_target(
+        Target(
+            "8",
+            f"{workload}: MB/s / one hashlib.md5",
+            rate / md5_rate,
+            2.0,
+            True,
+            detail=f"{rate:.0f} MB/s (wall) / hashlib.md5 {md5_rate:.0f} MB/s (bytes / its CPU seconds;"
+            f" {md5_wall_rate:.0f} by its wall time) over the same files, each the median of {CPU_ROUNDS}"
+            " subprocess runs taken in turn",
+        )
+    )
+    record_target(
+        Target(
+            "9",
+            "same batch: client CPU / one hashlib.md5 pass",
+            cpu["upload_files"] / cpu["hashlib.md5"],
+            0.6,
+            False,
+            detail=f"upload {cpu['upload_files']:.2f} s ({_split(reports['upload_files'])}) / hashlib.md5"
+            f" {cpu['hashlib.md5']:.2f} s ({_split(reports['hashlib.md5'])}); median of {CPU_ROUNDS}",
+        )
+    )
+
+
+def test_small_files_at_50ms_rtt(small_files, verifying_server) -> None:
+    """Target 11: 500 x 256 KiB at 50 ms RTT, ``upload_files`` against the documentation's batch example, in turn."""
+    server = verifying_server
+    with Shaper(server.base_url, delay=DELAY) as shaper:
+
+        def published() -> dict[str, Any]:
+            server.clear_uploads()
+            report = _child(PUBLISHED, shaper.url, server.token, PUBLISHED_THREADS, *small_files)
+            return _checked(report, small_files)
+
+        def engine() -> dict[str, Any]:
+            server.clear_uploads()
+            return _upload_child(server, "md5", small_files, concurrency="default", via=shaper)
+
+        cases = {"published": lambda: _through(shaper, published), "upload_files": lambda: _through(shaper, engine)}
+        reports = _interleaved(cases, CPU_ROUNDS)
+    count = len(small_files)
+    rates = {name: _median(runs, lambda r: count / r["wall"]) for name, runs in reports.items()}
+    connections = {name: "/".join(str(r["connections"]) for r in runs) for name, runs in reports.items()}
+    record_target(
+        Target(
+            "11",
+            f"{count} x {SMALL_SET[1] // KIB} KiB, 50 ms RTT: upload_files / published x{PUBLISHED_THREADS}",
+            rates["upload_files"] / rates["published"],
+            8.0,
+            True,
+            detail=f"{rates['upload_files']:.1f} files/s / published {rates['published']:.1f} files/s"
+            f" (the documentation's batch example, ThreadPoolExecutor({PUBLISHED_THREADS})), full server"
+            f" through the relay, each the median of {CPU_ROUNDS} subprocess runs taken in turn; connections opened"
+            f" per run: upload_files {connections['upload_files']}, published {connections['published']}",
+        )
+    )
+
+
+def test_big_file_shaped(big_file, verifying_server, file_md5: str) -> None:
+    """Target 12: one big file at 50 ms RTT, capped at 2 Gbit/s, to the full server: throughput / the cap."""
+    size, server = big_file.stat().st_size, verifying_server
+    with Shaper(server.base_url, delay=DELAY, rate=CAP) as shaper:
+
+        def upload() -> dict[str, Any]:
+            server.clear_uploads()
+            return _through(shaper, lambda: _upload_child(server, "md5", [big_file], via=shaper))
+
+        upload()  # warm-up: the server's first touch of its tmpfs pages
+        reports = [upload() for _ in range(CPU_ROUNDS)]
+    assert all(r["records"][0]["checksum"] == file_md5 for r in reports)
+    rates = [size / r["wall"] / 1e6 for r in reports]
+    rate = statistics.median(rates)
+    record_target(
+        Target(
+            "12",
+            f"{_size(size)}, 50 ms RTT, 2 Gbit/s cap, full server: MB/s / cap",
+            rate / (CAP / 1e6),
+            0.85,
+            True,
+            detail=f"{rate:.0f} MB/s / the cap {CAP / 1e6:.0f} MB/s, median of {CPU_ROUNDS}"
+            f" ({', '.join(f'{r:.0f}' for r in rates)} MB/s); connections opened per upload:"
+            f" {'/'.join(str(r['connections']) for r in reports)}",
+        )
+    )
+
+
 def test_where_the_cpu_goes(big_file, file_set, discard_server) -> None:
     """No target: one more upload of each kind, with per-thread CPU, to say what bounds the targets above."""
     pid = _server_pid(discard_server)
@@ -362,6 +536,7 @@ def test_where_the_cpu_goes(big_file, file_set, discard_server) -> None:
     size = _size(big_file.stat().st_size)
     kinds = [(f"{size}, chunk digest {d}", d, [big_file], 0) for d in ("md5", "xxh3", "none")]
     kinds += [(f"8 x 256 MiB, concurrency {c}, {d}", d, file_set, c) for c, d in ((1, "md5"), (2, "md5"), (2, "xxh3"))]
+    kinds.append(("8 x 256 MiB, upload_files defaults", "md5", file_set, "default"))
     for label, digest, paths, concurrency in kinds:
         report = _upload_child(discard_server, digest, paths, concurrency=concurrency, pid=pid)
         wall = report["wall"]

@@ -2,7 +2,8 @@
 
 The server keeps its data on tmpfs (/dev/shm) when there is room, so the
 disk's fsync speed does not drown the difference between clients. It comes
-in two kinds: ``bench_server`` stores and verifies as a real server does,
+in two kinds: ``verifying_server`` (or ``bench_server``, its URL, token and
+data directory) stores and verifies as a real server does,
 ``discard_server`` checks the protocol and throws the bytes away, so what is
 measured is the client alone. Both are ``synapse_sdk.cli.benchmark.ServerProcess``.
 
@@ -110,11 +111,17 @@ def _server(discard: bool) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def bench_server() -> Iterator[tuple[str, str, Path]]:
-    """``(url, token, data_dir)`` of the reference server in a subprocess (its own GIL and core), data on tmpfs."""
+def verifying_server() -> Iterator[ServerProcess]:
+    """The full reference server (stores, verifies, fsyncs) in a subprocess (its own GIL and core), data on tmpfs."""
     with _server(discard=False) as server:
-        assert server.base_url is not None
-        yield server.base_url, server.token, server.data_dir
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bench_server(verifying_server: ServerProcess) -> tuple[str, str, Path]:
+    """``(url, token, data_dir)`` of ``verifying_server``."""
+    assert verifying_server.base_url is not None
+    return verifying_server.base_url, verifying_server.token, verifying_server.data_dir
 
 
 @pytest.fixture(scope="session")

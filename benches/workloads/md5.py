@@ -1,15 +1,18 @@
-"""One core's ``hashlib.md5`` over a file, read as ``synapse-upload bench`` reads it; its CPU, as JSON.
+"""One core's ``hashlib.md5`` over files, read as ``synapse-upload bench`` reads them; its CPU and time, as JSON.
 
-``python -m benches.workloads.md5 PATH``
+``python -m benches.workloads.md5 PATH...``
 
-Target 3's reference in ``benches/bench_targets.py``: the uploading
-process's CPU is divided by this one's.
+The reference of targets 3, 8 and 9 in ``benches/bench_targets.py``: the
+uploading process's CPU is divided by this one's, and its throughput by
+this one's bytes over ``wall`` seconds. The files are hashed one after the
+other, each on its own (one digest per file), on one thread.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 from benches.workloads.usage import usage
 from synapse_sdk.cli.benchmark import md5_file
@@ -18,13 +21,15 @@ __all__ = ["main"]
 
 
 def main(argv: list[str]) -> dict[str, object]:
-    """Hash the file ``argv`` names; the report to print (usage before and after, and the digest)."""
-    if len(argv) != 1:
-        raise SystemExit(f"usage: python -m {__spec__.name} PATH")
+    """Hash the files ``argv`` names; the report to print (usage before and after, seconds, the digests)."""
+    if not argv:
+        raise SystemExit(f"usage: python -m {__spec__.name} PATH...")
     before = usage()
-    digest = md5_file(argv[0])
+    started = time.perf_counter()
+    digests = [md5_file(path) for path in argv]
+    wall = time.perf_counter() - started
     after = usage()
-    return {"before": before, "after": after, "digest": digest}
+    return {"before": before, "after": after, "wall": wall, "digests": digests}
 
 
 if __name__ == "__main__":

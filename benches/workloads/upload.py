@@ -4,13 +4,15 @@
 
 - ``DIGEST``: the client's ``chunk_digest`` (``md5``, ``xxh3``, ``none``).
 - ``CONCURRENCY``: 0 sends ``PATH`` (one) with ``create_chunked_upload``;
-  more sends every ``PATH`` with ``upload_files(concurrency=...)``.
+  a number sends every ``PATH`` with ``upload_files(concurrency=...)``, and
+  ``default`` with ``upload_files(paths)``, its defaults (whatever they are).
 - ``SERVER_PID``: 0 measures only the process's usage; a pid also samples
   the CPU of each of this process's threads every 20 ms, and reads that
   server's and the machine's CPU around the upload ("where the CPU goes").
 
-Targets 3 and 4 of ``benches/bench_targets.py`` read its usage; the upload is
-all it does between the two readings.
+Targets 3, 4, 8, 9, 11 and 12 of ``benches/bench_targets.py`` read its usage
+and wall time; the upload is all it does between the two readings. ``URL``
+may be a shaping relay's (``tests/faults/shaper.py``) in front of the server.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from benches.workloads.usage import usage
 from synapse_sdk.clients.backend import BackendClient
 
-__all__ = ["Sampler", "main"]
+__all__ = ["Sampler", "main", "report"]
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -93,7 +97,26 @@ class Sampler(threading.Thread):
         return roles
 
 
-def main(argv: list[str]) -> dict[str, object]:
+def report(before: dict[str, float], started: float, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """What a workload prints: usage before and now, seconds since ``started``, and each file's record or error.
+
+    ``batch`` is a batch answer as ``upload_files`` and the documentation's
+    batch example return it (``successful`` entries with a ``result``,
+    ``failed`` ones with an ``error``); read it after the measured work.
+    """
+    wall = time.perf_counter() - started
+    after = usage()
+    records = [{"size": e["result"].get("size"), "checksum": e["result"].get("checksum")} for e in batch["successful"]]
+    return {
+        "before": before,
+        "after": after,
+        "wall": wall,
+        "failed": [e["error"] for e in batch["failed"]],
+        "records": records,
+    }
+
+
+def main(argv: list[str]) -> dict[str, Any]:
     """Do the upload ``argv`` describes; the report to print."""
     if len(argv) < 6:
         raise SystemExit(f"usage: python -m {__spec__.name} URL TOKEN DIGEST CONCURRENCY SERVER_PID PATH...")
@@ -104,20 +127,18 @@ def main(argv: list[str]) -> dict[str, object]:
     started = time.perf_counter()
     if sampler is not None:
         sampler.__enter__()
-    if int(concurrency) == 0:
-        results, failed = [client.create_chunked_upload(paths[0])], []
+    if concurrency == "default":
+        batch: Mapping[str, Any] = client.upload_files(paths)
+    elif int(concurrency) == 0:
+        batch = {"successful": [{"result": client.create_chunked_upload(paths[0])}], "failed": []}
     else:
         batch = client.upload_files(paths, concurrency=int(concurrency))
-        results, failed = [e["result"] for e in batch["successful"]], [e["error"] for e in batch["failed"]]
     if sampler is not None:
         sampler.__exit__()
-    wall = time.perf_counter() - started
-    after = usage()
-    report = {"before": before, "after": after, "wall": wall, "failed": failed}
-    report["records"] = [{"size": r.get("size"), "checksum": r.get("checksum")} for r in results]
+    done = report(before, started, batch)
     if sampler is not None:
-        report.update(threads=sampler.roles(), server=sampler.server, machine=sampler.machine)
-    return report
+        done.update(threads=sampler.roles(), server=sampler.server, machine=sampler.machine)
+    return done
 
 
 if __name__ == "__main__":
