@@ -494,9 +494,12 @@ class ChunkedUploadProtocol:
         self._fire(Event.WHOLE_REFUSED)
 
     def scatter_refused(self, expected_offset: Any) -> None:
-        """The server stores no chunk out of order after all: re-align, then go on one chunk at a time."""
+        """The server stores no chunk out of order after all: re-align, then go on one chunk at a time.
+
+        Whatever its answers go on saying, this upload sends no more chunks out of order.
+        """
         self.offset_mismatch(expected_offset)
-        self.server_parallel = 1
+        self.parallel_chunks = 1
 
     def held_by(self, record: Any) -> tuple[int, tuple[tuple[int, int], ...]]:
         """A record's ``offset`` and ``received`` ranges, checked against the file (``ProtocolError`` if off)."""
