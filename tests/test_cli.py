@@ -15,6 +15,7 @@ import pytest
 from synapse_sdk.cli import parse_size
 from synapse_sdk.server import ReferenceServer
 from tests.conftest import ALICE, make_file
+from tests.faults import Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +190,21 @@ def test_says_what_it_waits_for_while_the_server_is_down(reference_server, tmp_p
 def test_retry_deadline_option(tmp_path: Path) -> None:
     done = run("upload", "--retry-deadline", "never", "README.md")
     assert done.returncode == 2 and "not a positive number of seconds" in done.stderr
+
+
+def test_one_request_and_parallel_chunks_can_be_turned_off(reference_server, tmp_path: Path) -> None:
+    """``--no-send-whole --parallel-chunks 1``: every file as chunks in order, then a finalize (proxy-counted)."""
+    small, _ = make_file(tmp_path, "small.bin", 1000)
+    big, data = make_file(tmp_path, "big.bin", 5 * 64 * KIB)
+    seen: list[tuple[str, str | None]] = []
+
+    def note(index: int, method: str, target: str, headers) -> None:
+        seen.append((method, headers.get("synapse-out-of-order")))
+
+    with Proxy(reference_server.base_url, note) as proxy:
+        args = ["--chunk-size", "64KiB", "--concurrency", "1", "--no-send-whole", "--parallel-chunks", "1"]
+        done = run("upload", str(small), str(big), *args, env={**against(reference_server), "SYNAPSE_HOST": proxy.url})
+    assert done.returncode == 0, done.stderr
+    uploads = [method for method, _ in seen if method in ("PUT", "POST")]
+    assert uploads == ["PUT", "POST"] + ["PUT"] * 5 + ["POST"] and all(mark is None for _, mark in seen)
+    assert f"checksum={hashlib.md5(data).hexdigest()}" in done.stdout

@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--data-collection", type=positive_int, metavar="ID", help="bind files to data units")
     upload.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     upload.add_argument(
+        "--parallel-chunks",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="chunks of one file at once where the server takes them out of order (default 4; 1: one at a time)",
+    )
+    upload.add_argument(
+        "--no-send-whole",
+        action="store_true",
+        help="send a file of one chunk as a chunk and a finalize, not in one POST",
+    )
+    upload.add_argument(
         "--retry-deadline",
         type=positive_float,
         default=300.0,
@@ -90,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keyfile", type=Path, default=None, help="PEM private key of --certfile")
     serve.add_argument(
         "--discard", action="store_true", help="benchmarks only: check the protocol, count bytes, store nothing"
+    )
+    serve.add_argument(
+        "--parallel-chunks",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="chunks of one upload taken at once, out of order (default 8; 1: in order only, as drf-chunked-upload)",
     )
     s3 = serve.add_argument_group("presigned uploads to an S3-compatible storage (needs boto3: the 's3' extra)")
     s3.add_argument("--s3-endpoint", metavar="URL", help="the storage's endpoint, e.g. http://127.0.0.1:9000")
@@ -188,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 certfile=args.certfile,
                 keyfile=args.keyfile,
                 discard=args.discard,
+                parallel_chunks=args.parallel_chunks,
                 s3=s3,
             )
             return 0

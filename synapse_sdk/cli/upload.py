@@ -206,6 +206,8 @@ def run_upload(args: argparse.Namespace) -> int:
                 tenant=args.tenant,
                 journal=not args.no_resume,
                 retry=RetryPolicy(deadline=args.retry_deadline),
+                send_whole=not args.no_send_whole,
+                parallel_chunks=args.parallel_chunks,
             )
         )
         check_server(client, host)

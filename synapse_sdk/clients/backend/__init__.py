@@ -85,6 +85,8 @@ class BackendClient(CoreClientMixin, DataCollectionClientMixin, MLClientMixin, B
         send_whole: bool = True,
         parallel_chunks: int = DEFAULT_PARALLEL_CHUNKS,
     ) -> None:
+        if isinstance(parallel_chunks, bool) or not isinstance(parallel_chunks, int) or parallel_chunks < 1:
+            raise ValueError(f"parallel_chunks must be a whole number of at least 1, not {parallel_chunks!r}")
         super().__init__(base_url, timeout=timeout, verify=verify, retry=retry)
         if url_host:
             self.default_params["url_host"] = url_host
