@@ -532,8 +532,20 @@ class Store:
         self.usage.stored(created=False)
         if self.hashes_bytes and offset > upload.offset:
             # The running MD5 follows the prefix in the background, so a finalize finds it near done.
-            self._pool.submit(self._running, self._reload(upload.id))
+            self._pool.submit(self._follow_prefix, upload.id)
         return self._reload(upload.id)
+
+    def _follow_prefix(self, upload_id: int) -> None:
+        """Bring an open upload's running MD5 up to its offset (a pool task; the upload may be gone by then)."""
+        with self._live_lock:
+            if upload_id not in self._live:  # completed or removed: nothing left to follow
+                return
+        with self._database() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE id = ? AND status = ?", (upload_id, UPLOADING))
+            found = row.fetchone()
+        if found is not None:
+            with contextlib.suppress(OSError):  # completed (renamed) or removed meanwhile
+                self._running(self._upload(found))
 
     def _check_free(self, upload: Upload, start: int, end: int) -> None:
         if start < upload.offset or any(a < end and start < b for a, b in upload.received):
