@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.errors import FileChangedError, WorkerDiedError, WorkerStartError
+from engine.hashing_service import HashingService
 from synapse_sdk.clients.backend.batch import Batch, Concurrency, FileJob, attempt, check_concurrency
 from synapse_sdk.clients.backend.outcomes import FileOutcome
 from synapse_sdk.clients.backend.uploads import upload_file
@@ -321,6 +322,8 @@ class _Worker:
         self.chunk_size = chunk_size
         self.place = f"node {socket.gethostname()} ({ray.util.get_node_ip_address()})"
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
+        # The worker's uploads share one hashing service, as a local batch's do: their MD5s in SIMD lanes.
+        self.hashing = HashingService() if concurrency > 1 else None
         self.cancel = threading.Event()
         self.lock = threading.Lock()
         self.active: dict[int, list[Any]] = {}  # index -> [bytes done, upload URL]
@@ -363,6 +366,7 @@ class _Worker:
                 on_progress=on_progress,
                 on_url=on_url,
                 cancel=self.cancel,
+                hashing=self.hashing,
             ),
         )
         with self.lock:
