@@ -65,8 +65,10 @@ __all__ = [
     "size_class",
 ]
 
-#: Files in flight at the start: the fixed concurrency batches had before the limit adapted.
-INITIAL_LIMIT: Final = 4
+#: Files in flight at the start: enough for the batch's hashing service to fill the 16 SIMD lanes of
+#: AVX-512 (each file hashes two streams, its own MD5 and its chunk's) before the limit has a sample.
+#: A batch of 8 big files would otherwise end before the limit first grows (BENCHMARKS.md, target 8).
+INITIAL_LIMIT: Final = 8
 #: Files in flight at most, however good the path looks (one thread and one connection each).
 MAX_IN_FLIGHT: Final = 64
 #: Bytes the files in flight may hold mapped at once: 16 files of two 8 MiB windows.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.concurrency import INITIAL_LIMIT
 from engine.transport import Transport
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.clients.backend.batch import BatchProgress, LocalExecutor
@@ -45,8 +46,8 @@ def test_auto_keeps_more_than_four_small_files_in_flight_over_a_long_path(refere
         assert client.transport.pool_size == len(files)  # one per file the batch may have in flight (at most 64)
     check_stored(results, files)
     # The default is "auto": past the fixed 4 files in flight, as the round trip, not the link, bounds the batch.
-    assert executor.peak_in_flight > 4
-    assert max(len(p.active) for p in seen) > 4
+    assert executor.peak_in_flight > INITIAL_LIMIT
+    assert max(len(p.active) for p in seen) > INITIAL_LIMIT
 
 
 def test_a_number_keeps_the_concurrency_fixed(reference_server, tmp_path: Path) -> None:

@@ -57,8 +57,8 @@ def saturating_at(capacity: int) -> Callable[[int, int], float]:
     return lambda size, in_flight: 3 * RTT * max(1.0, in_flight / capacity)
 
 
-def test_it_starts_at_four() -> None:
-    assert AdaptiveLimit().limit == INITIAL_LIMIT == 4
+def test_it_starts_at_eight() -> None:
+    assert AdaptiveLimit().limit == INITIAL_LIMIT == 8
 
 
 def test_flat_latency_grows_to_the_maximum_and_never_past_it() -> None:
@@ -74,7 +74,7 @@ def test_flat_latency_grows_to_the_maximum_and_never_past_it() -> None:
 def test_a_saturated_path_keeps_the_limit_near_its_capacity() -> None:
     limit = AdaptiveLimit()
     limits = simulate(limit, [256 * KIB] * 2000, saturating_at(12))
-    # It probed above 4, and settled where time per file stays within the tolerance (1.5x) of the idle one.
+    # It probed above its start, and settled where time per file stays within the tolerance (1.5x) of the idle one.
     assert max(limits) > INITIAL_LIMIT
     assert 12 <= limits[-1] <= 1.5 * 12 + 2
     assert limit.peak_in_flight < MAX_IN_FLIGHT
