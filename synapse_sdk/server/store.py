@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -477,7 +477,7 @@ class Store:
         live = self._live_of(upload.id)
         if limit is not None:
             self._check_free(upload, upload.offset, upload.offset + limit)
-            if any(a < upload.offset + limit and upload.offset < b for a, b in live.placing.items()):
+            if _overlaps(live.placing.items(), upload.offset, upload.offset + limit):
                 raise RangeConflict(f"bytes from {upload.offset} on are being received by another request", busy=True)
         beyond = bool(upload.received or live.placing)
         return Chunk(upload, running, limit, verify, fresh, self._pool, self.usage, truncate=not beyond)
@@ -505,7 +505,7 @@ class Store:
         end = start + size
 
         def free() -> bool:
-            return len(live.placing) < width and not any(a < end and start < b for a, b in live.placing.items())
+            return len(live.placing) < width and not _overlaps(live.placing.items(), start, end)
 
         if not live.changed.wait_for(free, timeout=PLACING_WAIT):
             raise RangeConflict(
@@ -548,7 +548,7 @@ class Store:
                 self._running(self._upload(found))
 
     def _check_free(self, upload: Upload, start: int, end: int) -> None:
-        if start < upload.offset or any(a < end and start < b for a, b in upload.received):
+        if start < upload.offset or _overlaps(upload.received, start, end):
             raise RangeConflict(f"bytes {start}-{end - 1} overlap bytes the upload holds")
 
     def commit(self, chunk: Chunk, filename: str | None = None, total: int | None = None) -> Upload:
@@ -784,6 +784,11 @@ def _hash_file_into(md5: engine.Md5, path: Path, start: int, end: int) -> None:
                 raise OSError(errno.EIO, f"{path} ends before byte {end}: stored bytes are missing")
             md5.update(view[:count])
             length -= count
+
+
+def _overlaps(ranges: Iterable[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether any of the byte ranges ``[a, b)`` shares a byte with ``[start, end)``."""
+    return any(a < end and start < b for a, b in ranges)
 
 
 def _join(offset: int, ranges: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
