@@ -203,24 +203,22 @@ def file_md5(big_file: Path) -> str:
     return md5_file(big_file)
 
 
-@pytest.fixture(scope="module")
-def file_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
-    count, size = FILE_SET
-    directory = tmp_path_factory.mktemp("targets-set")
-    paths = [write_random_file(directory / f"f{i}.bin", size) for i in range(count)]
+def _random_files(directory: Path, name: str, count: int, size: int) -> Iterator[list[Path]]:
+    """``count`` files of ``size`` random bytes named ``name.format(i)``, removed after use."""
+    paths = [write_random_file(directory / name.format(i), size) for i in range(count)]
     yield paths
     for path in paths:
         path.unlink()
+
+
+@pytest.fixture(scope="module")
+def file_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
+    yield from _random_files(tmp_path_factory.mktemp("targets-set"), "f{}.bin", *FILE_SET)
 
 
 @pytest.fixture(scope="module")
 def small_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Path]]:
-    count, size = SMALL_SET
-    directory = tmp_path_factory.mktemp("targets-small")
-    paths = [write_random_file(directory / f"s{i:03d}.bin", size) for i in range(count)]
-    yield paths
-    for path in paths:
-        path.unlink()
+    yield from _random_files(tmp_path_factory.mktemp("targets-small"), "s{:03d}.bin", *SMALL_SET)
 
 
 @pytest.fixture(scope="module")

@@ -238,7 +238,7 @@ class LocalExecutor:
 
     With a number for ``concurrency``, that many files are in flight at a
     time. With ``"auto"``, an ``engine.concurrency.AdaptiveLimit`` starts at
-    4 and follows the time files take: up while it stays near the fastest
+    8 (``INITIAL_LIMIT``) and follows the time files take: up while it stays near the fastest
     seen (round trips, not the link, limit the batch), down when it climbs
     (the link, the server or this machine is saturated). ``max_in_flight``
     caps it; a file starts only while the files in flight map at most
