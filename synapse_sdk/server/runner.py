@@ -78,7 +78,6 @@ class ReferenceServer:
             raise ValueError("TLS needs both certfile and keyfile")
         if isinstance(parallel_chunks, bool) or not isinstance(parallel_chunks, int) or not 1 <= parallel_chunks <= 64:
             raise ValueError(f"parallel_chunks must be a whole number from 1 to 64, not {parallel_chunks!r}")
-            raise ValueError("TLS needs both certfile and keyfile")
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port

@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -57,7 +58,8 @@ __all__ = [
 _CREATING: Final = 0
 
 _READ_BLOCK: Final = 1 << 20
-#: How long a chunk placed out of order waits for an overlapping one (or a free slot) before a 429.
+#: How long a chunk placed out of order waits for an overlapping one (or a free slot) before a 429,
+#: and at most for the chunks before it, to hash its MD5 and the running one in one pass.
 PLACING_WAIT: Final = 60.0
 # Stored bytes are read back for hashing in blocks this size: they stay in the L2 cache.
 _HASH_BLOCK: Final = 1 << 20
@@ -113,9 +115,16 @@ class _Live:
     # Chunks placed out of order being received: start -> end; ``changed`` tells when one ends.
     placing: dict[int, int] = field(default_factory=dict)
     changed: threading.Condition = field(init=False)
+    # Tells the placed chunks waiting for the running MD5 that it (or what is held) moved.
+    # Its own lock: taken after ``lock`` where both are, never while holding ``hashing``.
+    progress: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
+
+    def moved(self) -> None:
+        with self.progress:
+            self.progress.notify_all()
 
 
 @dataclass(slots=True)
@@ -134,15 +143,23 @@ class Chunk:
     what is verified is exactly what was stored. ``settle`` waits for the
     hashing to catch up: the digests are final only after it.
 
+    A chunk placed past the offset (``at``) with ``running_from`` holds its
+    hashing back until the upload's running MD5 reaches its first byte
+    (``running_from(wait)`` gives a copy then, else None), and then hashes
+    the running MD5 and its own in one pass (``update_pair``): chunks of one
+    upload received side by side are each read and hashed once, in order,
+    instead of once for the chunk and again for the running MD5. Where the
+    bytes before it are not coming, it hashes its own digests alone.
+
     Bytes past ``limit`` are counted in ``received`` but neither written nor
     hashed, so an oversized part cannot grow the file. Leaving the ``with``
     block without ``Store.commit`` (an error, a bad checksum) truncates the
     file back to where the chunk started and gives its bytes back to the
     user's quota; the upload's running MD5 is only replaced on commit, so it
     needs no restoring. A chunk placed past the offset (``at``) hashes only
-    its own digests, and is not truncated away if refused when bytes beyond
-    it are held (``truncate``): its stray bytes lie in a gap, overwritten by
-    the chunk that fills it.
+    its own digests (unless it joins the running MD5, above), and is not
+    truncated away if refused when bytes beyond it are held (``truncate``):
+    its stray bytes lie in a gap, overwritten by the chunk that fills it.
     """
 
     def __init__(
@@ -158,6 +175,7 @@ class Chunk:
         at: int | None = None,
         truncate: bool = True,
         on_exit: Callable[[], None] | None = None,
+        running_from: Callable[[float], engine.Md5 | None] | None = None,
     ) -> None:
         self.upload = upload
         #: Where the chunk's first byte goes in the file.
@@ -169,6 +187,7 @@ class Chunk:
         self._claimed = 0  # bytes counted against the quota, all written
         # Hashed on a copy: the upload's own MD5 stays as it was until commit.
         self.running = None if running is None else running.copy()
+        self._running_from = running_from  # set while hashing waits for the running MD5
         # The chunk's own digests, for the checks its request asked for.
         self.chunk_md5 = engine.Md5() if "md5" in verify else None
         self.chunk_xxh3 = xxhash.xxh3_128() if "xxh3" in verify else None
@@ -200,7 +219,8 @@ class Chunk:
         _write_at(self._fd, view, self.at + start)
         with self._progress:
             self._written = start + len(view)
-            if not self._catching_up and self._written - self._hashed >= _HASH_BATCH:
+            due = not self._catching_up and self._written - self._hashed >= _HASH_BATCH
+            if due and self._may_hash(wait=0.0):
                 self._catching_up = True
                 self._hashing = self._pool.submit(self._catch_up)
 
@@ -211,9 +231,20 @@ class Chunk:
         hashing raised.
         """
         self._wait_for_hashing()
+        self._may_hash(wait=PLACING_WAIT)  # hashing begins now, paired or not
         with self._progress:
             self._catching_up = True
         self._catch_up()
+
+    def _may_hash(self, wait: float) -> bool:
+        """Whether hashing may begin; a chunk that waits to join the running MD5 asks for it first."""
+        if self._running_from is None:
+            return True
+        running = self._running_from(wait)
+        if running is None and wait == 0.0:
+            return False  # not yet: the bytes wait in the page cache
+        self.running, self._running_from = running, None
+        return True
 
     def _wait_for_hashing(self) -> None:
         if self._hashing is not None:
@@ -490,7 +521,23 @@ class Store:
         MD5 reads it back once the prefix reaches it.
         """
         done = self.reserve_range(upload, start, size, width)
-        return Chunk(upload, None, size, verify, False, self._pool, self.usage, at=start, truncate=False, on_exit=done)
+
+        def running_from(wait: float) -> engine.Md5 | None:
+            return self._running_at(upload.id, start, wait)
+
+        return Chunk(
+            upload,
+            None,
+            size,
+            verify,
+            False,
+            self._pool,
+            self.usage,
+            at=start,
+            truncate=False,
+            on_exit=done,
+            running_from=running_from,
+        )
 
     def reserve_range(self, upload: Upload, start: int, size: int, width: int) -> Callable[[], None]:
         """Mark ``size`` bytes at ``start`` as being received (hold ``locked``); returns what unmarks them.
@@ -519,6 +566,7 @@ class Store:
             with live.lock:
                 live.placing.pop(start, None)
                 live.changed.notify_all()
+                live.moved()  # a chunk waiting on these bytes no longer can, if they were not stored
 
         return release
 
@@ -530,10 +578,44 @@ class Store:
         self._save_offset(upload, offset, received)
         chunk.committed = True
         self.usage.stored(created=False)
-        if self.hashes_bytes and offset > upload.offset:
+        live = self._live_of(upload.id)
+        with live.hashing:
+            if chunk.running is not None and live.md5_at == chunk.at:  # hashed on from the chunk's start
+                live.md5, live.md5_at = chunk.running, chunk.at + chunk.size
+            lagging = live.md5_at < offset
+        if self.hashes_bytes and lagging:
             # The running MD5 follows the prefix in the background, so a finalize finds it near done.
             self._pool.submit(self._follow_prefix, upload.id)
+        live.moved()
         return self._reload(upload.id)
+
+    def _running_at(self, upload_id: int, at: int, wait: float) -> engine.Md5 | None:
+        """A copy of the running MD5 if it covers exactly ``[0, at)``, else None.
+
+        With ``wait`` (seconds), waits for it as long as every byte before
+        ``at`` is held or being received by another request (``Chunk``'s
+        paired hashing); hashes what is held before ``at`` itself rather than
+        wait for the pool to.
+        """
+        live = self._live_of(upload_id)
+        deadline = time.monotonic() + wait
+        while True:
+            with live.progress:
+                running = _running_if_at(live, at, block=wait > 0.0)
+                if running is not None or wait <= 0.0:
+                    return running
+                upload = self._reload(upload_id)
+                if upload.offset > at:  # not while a chunk is placed at ``at``; never loop on it
+                    return None
+                if upload.offset < at:
+                    # A copy made in one C call: safe without the upload's lock (taken before this one, never after).
+                    placing = live.placing.copy()
+                    coming = join_ranges([(0, upload.offset), *upload.received, *placing.items()])[0][1] >= at
+                    remaining = deadline - time.monotonic()
+                    if not coming or remaining <= 0.0 or not live.progress.wait(remaining):
+                        return None
+                    continue
+            self._running(upload)  # every byte before ``at`` is held: bring the running MD5 over them
 
     def _follow_prefix(self, upload_id: int) -> None:
         """Bring an open upload's running MD5 up to its offset (a pool task; the upload may be gone by then)."""
@@ -572,6 +654,7 @@ class Store:
         live = self._live_of(upload.id)
         with live.hashing:
             live.md5, live.md5_at = chunk.running, end
+        live.moved()
         return self._reload(upload.id)
 
     def discard(self, upload: Upload) -> None:
@@ -684,10 +767,14 @@ class Store:
         with live.hashing:
             if live.md5 is None:
                 live.md5, live.md5_at = engine.Md5(), 0
-            if live.md5_at < upload.offset:
+            lagging = live.md5_at < upload.offset
+            if lagging:
                 _hash_file_into(live.md5, upload.path, live.md5_at, upload.offset)
                 live.md5_at = upload.offset
-            return live.md5.copy()
+            running = live.md5.copy()
+        if lagging:
+            live.moved()
+        return running
 
     def _save_offset(self, upload: Upload, offset: int, received: list[tuple[int, int]]) -> None:
         with self._database() as db:
@@ -762,6 +849,18 @@ class Store:
                         "UPDATE uploads SET offset = ?, received = ? WHERE id = ?",
                         (min(offset, size), _ranges_text(kept), upload_id),
                     )
+
+
+def _running_if_at(live: _Live, at: int, block: bool) -> engine.Md5 | None:
+    """A copy of ``live``'s running MD5 if it covers exactly ``[0, at)``; None while another thread hashes it."""
+    if not live.hashing.acquire(blocking=block):
+        return None
+    try:
+        if live.md5_at != at:
+            return None
+        return engine.Md5() if live.md5 is None else live.md5.copy()
+    finally:
+        live.hashing.release()
 
 
 def _write_at(fd: int, view: memoryview, position: int) -> None:
