@@ -5,10 +5,11 @@ Loopback has no round trips, so it hides what users feel on a real network.
 relays every connection to ``upstream`` (another loopback server), byte for
 byte, but each direction behaves like a path with:
 
-- **latency**: every byte arrives ``delay`` seconds after it was sent (so a
-  request/response exchange costs ``2 * delay``, the RTT);
 - **bandwidth**: all the connections of one direction share one link of
-  ``rate`` bytes per second (``None``: unlimited), serialised in order;
+  ``rate`` bytes per second (``None``: unlimited), which takes the bytes in
+  the order they were sent (it never idles while bytes wait for it);
+- **latency**: every byte arrives ``delay`` seconds after it left the link (so
+  a request/response exchange costs at least ``2 * delay``, the RTT);
 - **a TCP window**: at most ``window`` bytes of one connection are in flight
   (read from the sender, not yet delivered); past that the relay stops
   reading, and the sender's socket fills up as with a real receive window. One
@@ -52,7 +53,13 @@ class ShaperStats:
 
 
 class _Link:
-    """One direction's bottleneck: pieces leave one after another at ``rate`` bytes per second."""
+    """One direction's bottleneck: pieces leave one after another at ``rate`` bytes per second.
+
+    Pieces are booked as they are read, so the link serves them in the order
+    they were sent; booking them as they are delivered (after the delay) let
+    one connection's piece, sent after a pause, book the link ahead of
+    pieces of others already waiting, and the link idled for up to a delay.
+    """
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
@@ -93,10 +100,11 @@ class _Pipe:
                     data = self.source.recv(room)
                 except OSError:
                     data = b""
+                leaves = self.link.reserve(len(data), time.monotonic())
                 with self.changed:
                     if not data:
                         return
-                    self.queue.append((time.monotonic() + self.shaper.delay, data))
+                    self.queue.append((leaves + self.shaper.delay, data))
                     self.in_flight += len(data)
                     self.shaper.peak(self.in_flight)
                     self.changed.notify_all()
@@ -114,8 +122,7 @@ class _Pipe:
                     if not self.queue:
                         break  # ended and drained
                     arrives, data = self.queue.popleft()
-                leaves = self.link.reserve(len(data), arrives)
-                pause = leaves - time.monotonic()
+                pause = arrives - time.monotonic()
                 if pause > 0 and self.shaper.stopping.wait(pause):
                     break
                 try:
