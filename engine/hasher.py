@@ -1,8 +1,8 @@
-"""Digests of an upload's chunks, one chunk ahead of the sender, and the whole file's running MD5.
+"""Digests of an upload's chunks, ahead of the sender, and the whole file's running MD5.
 
 ``ChunkHasher`` computes, on a worker thread, the whole file's running MD5
 together with each chunk's own digests (the one its header carries, and its
-xxh3 when the resume journal keeps it), while the previous chunk is on the
+xxh3 when the resume journal keeps it), while the chunks before are on the
 wire. It reads the file through ``MappedFile`` windows (page cache, no
 copies) and never touches the network.
 """
@@ -10,6 +10,7 @@ copies) and never touches the network.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -25,7 +26,7 @@ __all__ = ["ChunkHasher"]
 
 
 class ChunkHasher:
-    """Digests chunks one ahead of the sender, and tracks the whole file's MD5.
+    """Digests chunks ahead of the sender (one, or as many as go out at once), and tracks the whole file's MD5.
 
     The whole-file MD5 is kept as snapshots at chunk boundaries, so a server
     that re-aligns the upload to an earlier offset costs no re-hash from zero.
@@ -54,25 +55,29 @@ class ChunkHasher:
         self._lock = threading.Lock()
         self._states: dict[int, Md5] = {0: twin.Md5()}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-hasher")
-        self._ahead: tuple[Chunk, Future[ChunkDigest]] | None = None
+        # The chunks being hashed ahead, in file order.
+        self._ahead: deque[tuple[Chunk, Future[ChunkDigest]]] = deque()
         self._last: ChunkDigest | None = None
 
-    def digest(self, chunk: Chunk, *, chunk_size: int) -> ChunkDigest:
-        """The digests of ``chunk``; starts hashing the chunk after it."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == chunk:
-            digest = ahead[1].result()
+    def digest(self, chunk: Chunk, *, chunk_size: int, ahead: int = 1) -> ChunkDigest:
+        """The digests of ``chunk``; starts hashing the ``ahead`` chunks after it.
+
+        Several ahead serve a sender that sends that many at once: each is
+        ready when a connection frees, and not hashed only then.
+        """
+        if self._ahead and self._ahead[0][0] == chunk:
+            digest = self._ahead.popleft()[1].result()
         else:
-            if ahead is not None:
-                ahead[1].cancel()
-                _wait_quietly(ahead[1])
+            self._drop_ahead()  # another chunk than foreseen: a re-send, or a jump over held bytes
             digest = self._executor.submit(self._hash, chunk).result()
         last, self._last = self._last, digest
         if last is not None and (last.start, last.end) == (digest.start, digest.end) and last != digest:
             raise FileChangedError(f"{self._source.path} changed while it was being uploaded")
-        if chunk.end < chunk.total:
-            following = chunk_at(chunk.end, chunk.total, chunk_size)
-            self._ahead = (following, self._executor.submit(self._hash, following))
+        end = self._ahead[-1][0].end if self._ahead else chunk.end
+        while len(self._ahead) < ahead and end < chunk.total:
+            following = chunk_at(end, chunk.total, chunk_size)
+            self._ahead.append((following, self._executor.submit(self._hash, following)))
+            end = following.end
         return digest
 
     def md5_at(self, offset: int) -> Md5:
@@ -112,9 +117,15 @@ class ChunkHasher:
         return digest
 
     def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].cancel()
+        for _, future in self._ahead:
+            future.cancel()
         self._executor.shutdown(wait=True)
+
+    def _drop_ahead(self) -> None:
+        while self._ahead:
+            future = self._ahead.pop()[1]  # the last first: cancelled before the worker reaches it
+            future.cancel()
+            _wait_quietly(future)
 
 
 def _wait_quietly(future: Future[Any]) -> None:

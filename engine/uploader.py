@@ -242,7 +242,9 @@ class _Upload:
     def _request(self, action: PutChunk | SendWhole | Finalize | CheckState) -> Request:
         """Hash what the machine's next request needs, and have it build the request."""
         if isinstance(action, PutChunk):
-            self.digest = self.hasher.digest(action.chunk, chunk_size=self.up.chunk_size)
+            # While the create is out, the chunks that may follow it at once are hashed too.
+            ahead = self.protocol.parallel_chunks if self.protocol.url is None else 1
+            self.digest = self.hasher.digest(action.chunk, chunk_size=self.up.chunk_size, ahead=ahead)
             return self.protocol.next_request(chunk_digest=self.digest)
         if isinstance(action, (Finalize, SendWhole)):
             md5 = self.hasher.md5_at(self.source.size).hexdigest()
@@ -281,7 +283,7 @@ class _Upload:
             while not scatter.finished:
                 self._check_cancel()
                 while (chunk := scatter.next_chunk()) is not None:
-                    digest = self.hasher.digest(chunk, chunk_size=self.up.chunk_size)
+                    digest = self.hasher.digest(chunk, chunk_size=self.up.chunk_size, ahead=scatter.width)
                     sending[senders.submit(self._send, scatter.request(chunk, digest))] = (chunk, digest)
                 check = scatter.check_request()
                 if check is not None:
