@@ -517,8 +517,9 @@ class Store:
         """Start writing ``size`` bytes at ``start``, past the offset if need be (hold ``locked`` to call it).
 
         The chunk is then received without the lock, beside up to ``width - 1``
-        others of the upload. Only its own digests are computed; the running
-        MD5 reads it back once the prefix reaches it.
+        others of the upload. Once the running MD5 reaches ``start``, the
+        chunk hashes it on with its own digests (``Chunk``); a chunk past a
+        gap computes only its own, and the running MD5 reads it back later.
         """
         done = self.reserve_range(upload, start, size, width)
 
