@@ -541,9 +541,11 @@ def test_where_the_cpu_goes(big_file, file_set, discard_server) -> None:
         threads = {role: sum(split) for role, split in report["threads"].items() if role != "cpu-sampler"}
         hasher = threads.get("chunk-hasher", 0.0)
         hasher_sys = report["threads"].get("chunk-hasher", [0.0, 0.0])[1]
-        # The thread that sends: the caller's own for one file, the pool's for a batch (whose
-        # main thread only hashes the files with xxh3 first, to send identical ones once).
+        # The threads that send: the caller's own for one file, the pool's for a batch (whose
+        # main thread only hashes the files with xxh3 first, to send identical ones once),
+        # and those that carry a file's parallel chunks.
         sender = threads.get("upload", 0.0) if concurrency else threads.get("MainThread", 0.0)
+        sender += threads.get("chunk-sender", 0.0)
         main = threads.get("MainThread", 0.0) if concurrency else 0.0
         rate = sum(p.stat().st_size for p in paths) / wall / 1e6
         record_note(
