@@ -94,8 +94,9 @@ def test_chunks_placed_in_order_are_read_once(store: Store, read_back: list[tupl
 
 
 def test_a_chunk_that_lands_first_waits_for_the_one_before_it_and_pairs(
-    store: Store, read_back: list[tuple[int, int]]
+    store: Store, read_back: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(store_module, "PAIRING_WAIT", 3600.0)  # however slow this machine is
     data = os.urandom(SIZE)
     upload = created(store, data)
     second, third = place(store, upload, 1), place(store, upload, 2)
@@ -155,7 +156,7 @@ def test_a_chunk_whose_predecessor_fails_is_hashed_alone_and_the_file_still_veri
 def test_a_chunk_past_a_gap_does_not_wait(
     store: Store, read_back: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PLACING_WAIT", 3600.0)  # a wait would hang the test
+    monkeypatch.setattr(store_module, "PAIRING_WAIT", 3600.0)  # a wait would hang the test
     data = os.urandom(SIZE)
     upload = created(store, data)
     thread = threading.Thread(target=lambda: _receive_and_commit(store, upload, 3, data))
@@ -172,3 +173,22 @@ def _receive_and_commit(store: Store, upload: Upload, index: int, data: bytes) -
     with place(store, upload, index) as chunk:
         received(chunk, data[index * CHUNK : (index + 1) * CHUNK])
         commit(store, upload, chunk, data)
+
+
+def test_a_chunk_waits_for_the_one_before_it_only_so_long(
+    store: Store, read_back: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its answer waits too: past ``PAIRING_WAIT`` it is hashed alone, before the chunk before it lands."""
+    monkeypatch.setattr(store_module, "PAIRING_WAIT", 0.2)
+    data = os.urandom(SIZE)
+    upload = created(store, data)
+    second = place(store, upload, 1)
+    second.write(memoryview(data)[CHUNK : CHUNK + CHUNK // 2])  # still arriving
+    _receive_and_commit(store, upload, 2, data)
+    with second:
+        second.write(memoryview(data)[CHUNK + CHUNK // 2 : 2 * CHUNK])
+        second.settle()
+        commit(store, upload, second, data)
+    _receive_and_commit(store, upload, 3, data)
+    assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
+    assert read_back == [(2 * CHUNK, 3 * CHUNK)]

@@ -58,9 +58,11 @@ __all__ = [
 _CREATING: Final = 0
 
 _READ_BLOCK: Final = 1 << 20
-#: How long a chunk placed out of order waits for an overlapping one (or a free slot) before a 429,
-#: and at most for the chunks before it, to hash its MD5 and the running one in one pass.
+#: How long a chunk placed out of order waits for an overlapping one (or a free slot) before a 429.
 PLACING_WAIT: Final = 60.0
+#: How long, at most, a chunk received out of order waits for the chunks before it to land, to hash its
+#: MD5 and the running one in one pass: its answer waits too, so well under a client's read timeout (15 s).
+PAIRING_WAIT: Final = 2.0
 # Stored bytes are read back for hashing in blocks this size: they stay in the L2 cache.
 _HASH_BLOCK: Final = 1 << 20
 # Hashing is handed to a pool thread once this much is waiting: fewer, longer
@@ -149,7 +151,8 @@ class Chunk:
     the running MD5 and its own in one pass (``update_pair``): chunks of one
     upload received side by side are each read and hashed once, in order,
     instead of once for the chunk and again for the running MD5. Where the
-    bytes before it are not coming, it hashes its own digests alone.
+    bytes before it are not coming, or have not landed ``PAIRING_WAIT``
+    seconds after its own, it hashes its own digests alone.
 
     Bytes past ``limit`` are counted in ``received`` but neither written nor
     hashed, so an oversized part cannot grow the file. Leaving the ``with``
@@ -231,7 +234,7 @@ class Chunk:
         hashing raised.
         """
         self._wait_for_hashing()
-        self._may_hash(wait=PLACING_WAIT)  # hashing begins now, paired or not
+        self._may_hash(wait=PAIRING_WAIT)  # hashing begins now, paired or not
         with self._progress:
             self._catching_up = True
         self._catch_up()
