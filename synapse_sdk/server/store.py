@@ -605,14 +605,15 @@ class Store:
         deadline = time.monotonic() + wait
         while True:
             with live.progress:
-                running = _running_if_at(live, at, block=wait > 0.0)
+                # Never blocks on ``hashing``: whoever holds it tells ``progress`` when done.
+                running = _running_if_at(live, at)
                 if running is not None or wait <= 0.0:
                     return running
                 upload = self._reload(upload_id)
                 if upload.offset > at:  # not while a chunk is placed at ``at``; never loop on it
                     return None
                 if upload.offset < at:
-                    # A copy made in one C call: safe without the upload's lock (taken before this one, never after).
+                    # Copied in one C call: the upload's lock cannot be taken here (it is taken before ``progress``).
                     placing = live.placing.copy()
                     coming = join_ranges([(0, upload.offset), *upload.received, *placing.items()])[0][1] >= at
                     remaining = deadline - time.monotonic()
@@ -771,13 +772,11 @@ class Store:
         with live.hashing:
             if live.md5 is None:
                 live.md5, live.md5_at = engine.Md5(), 0
-            lagging = live.md5_at < upload.offset
-            if lagging:
+            if live.md5_at < upload.offset:
                 _hash_file_into(live.md5, upload.path, live.md5_at, upload.offset)
                 live.md5_at = upload.offset
             running = live.md5.copy()
-        if lagging:
-            live.moved()
+        live.moved()  # a chunk may wait for it, or have found it busy
         return running
 
     def _save_offset(self, upload: Upload, offset: int, received: list[tuple[int, int]]) -> None:
@@ -855,9 +854,9 @@ class Store:
                     )
 
 
-def _running_if_at(live: _Live, at: int, block: bool) -> engine.Md5 | None:
-    """A copy of ``live``'s running MD5 if it covers exactly ``[0, at)``; None while another thread hashes it."""
-    if not live.hashing.acquire(blocking=block):
+def _running_if_at(live: _Live, at: int) -> engine.Md5 | None:
+    """A copy of ``live``'s running MD5 if it covers exactly ``[0, at)``; None while another thread holds it."""
+    if not live.hashing.acquire(blocking=False):
         return None
     try:
         if live.md5_at != at:
