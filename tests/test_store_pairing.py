@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from random import Random
 
 import pytest
 
@@ -192,3 +193,46 @@ def test_a_chunk_waits_for_the_one_before_it_only_so_long(
     _receive_and_commit(store, upload, 3, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     assert read_back == [(2 * CHUNK, 3 * CHUNK)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunks_landing_in_any_order_some_breaking_off_leave_the_right_md5(store: Store, seed: int) -> None:
+    """Real threads, random pauses: whatever pairs and whatever does not, the running MD5 is the file's."""
+    chunks = 6
+    data = os.urandom(chunks * CHUNK)
+    upload = created(store, data)
+    random = Random(seed)
+    plans = {index: [random.random() < 0.3, [random.uniform(0, 0.004) for _ in range(3)]] for index in range(1, chunks)}
+    errors: list[BaseException] = []
+
+    def send(index: int) -> None:
+        breaks_off, pauses = plans[index]
+        piece = CHUNK // 3
+        try:
+            for attempt in (0, 1):
+                with store.locked(upload.id):
+                    chunk = store.place(upload, index * CHUNK, CHUNK, ("md5",), width=8)
+                with chunk:
+                    for part, pause in enumerate(pauses):
+                        threading.Event().wait(pause)
+                        start = index * CHUNK + part * piece
+                        chunk.write(memoryview(data)[start : start + piece])
+                        if breaks_off and attempt == 0 and part == 1:
+                            break
+                    else:
+                        chunk.settle()
+                        commit(store, upload, chunk, data)
+                        return
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in random.sample(range(1, chunks), chunks - 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads) and errors == []
+    with store.locked(upload.id):
+        final = store.get(upload.id, OWNER)
+        assert final is not None and final.offset == len(data)
+        assert store.running_md5(final) == hashlib.md5(data).hexdigest()
