@@ -76,10 +76,17 @@ def commit(store: Store, upload: Upload, chunk: Chunk, data: bytes) -> None:
         store.commit_placed(chunk)
 
 
-def running_md5(store: Store, upload_id: int) -> str:
+def stored(store: Store, upload: Upload, index: int, data: bytes) -> None:
+    """Chunk ``index`` of ``data`` placed, received whole and committed."""
+    with place(store, upload, index) as chunk:
+        received(chunk, data[index * CHUNK : (index + 1) * CHUNK])
+        commit(store, upload, chunk, data)
+
+
+def running_md5(store: Store, upload_id: int, size: int = SIZE) -> str:
     with store.locked(upload_id):
         upload = store.get(upload_id, OWNER)
-        assert upload is not None and upload.offset == SIZE
+        assert upload is not None and upload.offset == size
         return store.running_md5(upload)
 
 
@@ -87,9 +94,7 @@ def test_chunks_placed_in_order_are_read_once(store: Store, read_back: list[tupl
     data = os.urandom(SIZE)
     upload = created(store, data)
     for index in range(1, 4):
-        with place(store, upload, index) as chunk:
-            received(chunk, data[index * CHUNK : (index + 1) * CHUNK])
-            commit(store, upload, chunk, data)
+        stored(store, upload, index, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     assert read_back == []
 
@@ -117,9 +122,7 @@ def test_a_chunk_that_lands_first_waits_for_the_one_before_it_and_pairs(
         commit(store, upload, second, data)
     thread.join(timeout=30)
     assert not thread.is_alive()
-    with place(store, upload, 3) as last:
-        received(last, data[3 * CHUNK :])
-        commit(store, upload, last, data)
+    stored(store, upload, 3, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     assert read_back == []
 
@@ -146,9 +149,7 @@ def test_a_chunk_whose_predecessor_fails_is_hashed_alone_and_the_file_still_veri
     assert done.is_set()
     assert read_back == []  # the third chunk's own MD5 was computed without the running one
     for index in (1, 3):
-        with place(store, upload, index) as chunk:
-            received(chunk, data[index * CHUNK : (index + 1) * CHUNK])
-            commit(store, upload, chunk, data)
+        stored(store, upload, index, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     # The second chunk paired (it followed the first); the third was read back once, and the fourth followed it.
     assert read_back == [(2 * CHUNK, 3 * CHUNK)]
@@ -160,20 +161,14 @@ def test_a_chunk_past_a_gap_does_not_wait(
     monkeypatch.setattr(store_module, "PAIRING_WAIT", 3600.0)  # a wait would hang the test
     data = os.urandom(SIZE)
     upload = created(store, data)
-    thread = threading.Thread(target=lambda: _receive_and_commit(store, upload, 3, data))
+    thread = threading.Thread(target=lambda: stored(store, upload, 3, data))
     thread.start()
     thread.join(timeout=30)
     assert not thread.is_alive()
     for index in (1, 2):
-        _receive_and_commit(store, upload, index, data)
+        stored(store, upload, index, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     assert read_back == [(3 * CHUNK, SIZE)]
-
-
-def _receive_and_commit(store: Store, upload: Upload, index: int, data: bytes) -> None:
-    with place(store, upload, index) as chunk:
-        received(chunk, data[index * CHUNK : (index + 1) * CHUNK])
-        commit(store, upload, chunk, data)
 
 
 def test_a_chunk_waits_for_the_one_before_it_only_so_long(
@@ -185,12 +180,12 @@ def test_a_chunk_waits_for_the_one_before_it_only_so_long(
     upload = created(store, data)
     second = place(store, upload, 1)
     second.write(memoryview(data)[CHUNK : CHUNK + CHUNK // 2])  # still arriving
-    _receive_and_commit(store, upload, 2, data)
+    stored(store, upload, 2, data)
     with second:
         second.write(memoryview(data)[CHUNK + CHUNK // 2 : 2 * CHUNK])
         second.settle()
         commit(store, upload, second, data)
-    _receive_and_commit(store, upload, 3, data)
+    stored(store, upload, 3, data)
     assert running_md5(store, upload.id) == hashlib.md5(data).hexdigest()
     assert read_back == [(2 * CHUNK, 3 * CHUNK)]
 
@@ -232,7 +227,4 @@ def test_chunks_landing_in_any_order_some_breaking_off_leave_the_right_md5(store
     for thread in threads:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads) and errors == []
-    with store.locked(upload.id):
-        final = store.get(upload.id, OWNER)
-        assert final is not None and final.offset == len(data)
-        assert store.running_md5(final) == hashlib.md5(data).hexdigest()
+    assert running_md5(store, upload.id, len(data)) == hashlib.md5(data).hexdigest()
