@@ -235,10 +235,13 @@ def test_a_journaled_upload_the_storage_no_longer_takes_starts_afresh(s3_server,
         result = c.upload_files_bulk([path])
         assert result.created_count == 1, result.results
         assert stored(c, s3, result.results[0]) == data
-    # The resumed part was refused (404); then the three parts of a new upload.
+    # The resumed parts were refused (404): part 2, and part 3 unless the first run had sent it
+    # beside part 2 before that failed. Then the three parts of a new upload.
     sent = [re.sub(r"\?.*partNumber=(\d+).*", r" part \1", target) for target in puts(proxy, before)]
-    assert [target.startswith("/no-such-bucket/") for target in sent] == [True, False, False, False]
-    assert sorted(target.rsplit(" ", 1)[1] for target in sent[1:]) == ["1", "2", "3"]
+    resumed = len(sent) - 3
+    assert resumed in (1, 2), sent
+    assert [target.startswith("/no-such-bucket/") for target in sent] == [True] * resumed + [False] * 3, sent
+    assert sorted(target.rsplit(" ", 1)[1] for target in sent[resumed:]) == ["1", "2", "3"]
     assert list(journal.glob("*.json")) == []
 
 
