@@ -39,19 +39,23 @@ DEADLINE = 30.0  # seconds a condition may take on a slow machine before the tes
 class ServerProcess:
     """``synapse-upload serve --port 0`` in a subprocess, with the URL it printed."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, token: str | None = TOKEN) -> None:
+        """``token=None``: serve without ``--token``; ``self.token`` is then the one the server printed."""
         self.data_dir = data_dir
         self._log = open(data_dir.parent / f"{data_dir.name}-server.log", "ab")  # noqa: SIM115 (closed in kill)
-        command = [sys.executable, "-m", "synapse_sdk.cli", "serve", "--port", "0"]
-        command += ["--data-dir", str(data_dir), "--token", TOKEN, *extra]
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log)
-        self.base_url = self._read_url()
+        command = [sys.executable, "-m", "synapse_sdk.cli", "serve", "--port", "0", "--data-dir", str(data_dir)]
+        command += [*([] if token is None else ["--token", token]), *extra]
+        # Unbuffered: a line read must not pull the next into a buffer that select() cannot see.
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, bufsize=0)
+        self.base_url = self._read(r"Serving chunked uploads on (https?://\S+?)/ ")
+        self.token = self._read(r"Access token: (\S+)")
 
-    def _read_url(self) -> str:
+    def _read(self, pattern: str) -> str:
+        """What ``pattern`` captures in the server's next line of output."""
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], DEADLINE)
         line = self.process.stdout.readline().decode() if ready else ""
-        match = re.search(r"Serving chunked uploads on (https?://\S+?)/ ", line)
+        match = re.search(pattern, line)
         if match is None:
             self.kill()
             log = (self.data_dir.parent / f"{self.data_dir.name}-server.log").read_text()
@@ -74,17 +78,17 @@ class ServerProcess:
 
 
 @contextmanager
-def serving(data_dir: Path, *extra: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(data_dir, *extra)
+def serving(data_dir: Path, *extra: str, token: str | None = TOKEN) -> Iterator[ServerProcess]:
+    server = ServerProcess(data_dir, *extra, token=token)
     try:
         yield server
     finally:
         server.kill()
 
 
-def session() -> requests.Session:
+def session(token: str = TOKEN) -> requests.Session:
     s = requests.Session()
-    s.headers["Synapse-Access-Token"] = f"Token {TOKEN}"
+    s.headers["Synapse-Access-Token"] = f"Token {token}"
     return s
 
 
@@ -133,10 +137,10 @@ def put(s: requests.Session, url: str, data: bytes, start: int, total: int, **he
     )
 
 
-def finish(base_url: str, upload_id: int, data: bytes, offset: int) -> None:
+def finish(base_url: str, upload_id: int, data: bytes, offset: int, token: str = TOKEN) -> None:
     """Continue the upload from ``offset`` in 1 MiB chunks, finalize, check the stored file."""
     url = f"{base_url}/chunked_upload/{upload_id}/"
-    with session() as s:
+    with session(token) as s:
         for start in range(offset, len(data), 1 << 20):
             answer = put(s, url, data[start : start + (1 << 20)], start, len(data))
             assert answer.status_code == 200, answer.text
@@ -261,6 +265,33 @@ def test_a_power_cut_that_lost_counted_bytes_resumes_from_the_file(tmp_path: Pat
     with serving(data_dir) as restarted, session() as s:
         assert s.get(f"{restarted.base_url}/chunked_upload/{record['id']}/").json()["offset"] == 1000
         finish(restarted.base_url, record["id"], data, 1000)
+
+
+def test_a_restart_keeps_the_token_it_made_and_the_media_urls_it_signed(tmp_path: Path) -> None:
+    """``serve`` without ``--token``: an upload in flight and a signed URL outlive a kill -9 and a restart."""
+    from synapse_sdk.clients.backend import BackendClient
+
+    data_dir = tmp_path / "data"
+    data = os.urandom(3 << 20)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(os.urandom(100_000))
+    with serving(data_dir, token=None) as server, session(server.token) as s:
+        token = server.token
+        with BackendClient(server.base_url, access_token=token, journal=False) as client:
+            media_url = client.create_model({"name": "resnet", "plugin": 3}, file=weights)["file"]
+        record = put(s, f"{server.base_url}/chunked_upload/", data[: 1 << 20], 0, len(data)).json()
+    kept = data_dir / "access-token"
+    assert kept.read_text().strip() == token and kept.stat().st_mode & 0o777 == 0o600
+    with serving(data_dir, token=None) as restarted:
+        assert restarted.token == token
+        finish(restarted.base_url, record["id"], data, 1 << 20, token=token)
+        # The URL names the old port: the same path and signature, asked of the restarted server.
+        path_and_query = media_url.split("/media/", 1)[1]
+        answer = requests.get(f"{restarted.base_url}/media/{path_and_query}", timeout=DEADLINE)
+        assert answer.status_code == 200 and answer.content == weights.read_bytes()
+    # An explicit token is accepted instead, and the kept one stays for the next start without one.
+    with serving(data_dir, token="another") as explicit:
+        assert explicit.token == "another" and kept.read_text().strip() == token
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from synapse_sdk.server.app import UploadApp
 from synapse_sdk.server.discard import DiscardStore
+from synapse_sdk.server.kept import kept_secret
 from synapse_sdk.server.limits import RateLimiter
 from synapse_sdk.server.media import MediaSigner
 from synapse_sdk.server.presigned import S3Config
@@ -34,6 +35,9 @@ __all__ = ["DEFAULT_PARALLEL_CHUNKS", "ReferenceServer", "run_cleanup", "run_for
 
 #: Chunks of one upload the server takes at once by default (``Synapse-Parallel-Chunks``).
 DEFAULT_PARALLEL_CHUNKS = 8
+#: Files in the data directory holding the token ``serve`` made and the key signing media URLs.
+TOKEN_FILE = "access-token"
+MEDIA_KEY_FILE = "media-key"
 #: Idle keep-alive connections kept open: as many as a batch keeps files in flight, and some.
 KEEP_ALIVE_CONNECTIONS = 256
 
@@ -121,7 +125,9 @@ class ReferenceServer:
         store = store_class(self.data_dir, self.expire_after, io_threads=self.threads, quota=self.quota)
         try:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
-            signer = MediaSigner(ttl=self.media_ttl)
+            # Kept in the data directory: a media URL handed out before a restart stays good.
+            media_key = kept_secret(self.data_dir, MEDIA_KEY_FILE, lambda: secrets.token_hex(32))
+            signer = MediaSigner(bytes.fromhex(media_key), ttl=self.media_ttl)
             app = UploadApp(
                 store,
                 self.tokens,
@@ -177,11 +183,16 @@ def run_forever(
     token: str | None = None,
     **options: Any,
 ) -> None:
-    """Serve until SIGINT or SIGTERM; a random token is made when none is given.
+    """Serve until SIGINT or SIGTERM.
 
-    ``options`` are ``ReferenceServer``'s keyword arguments (limits, TLS files).
+    Without ``token``, the token kept in ``data_dir`` is accepted (a random
+    one, made on the first start): clients in the middle of an upload keep
+    working across a restart. ``options`` are ``ReferenceServer``'s keyword
+    arguments (limits, TLS files).
     """
-    token = token or secrets.token_urlsafe(24)
+    kept = not token
+    if not token:
+        token = kept_secret(data_dir, TOKEN_FILE, lambda: secrets.token_urlsafe(24))
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -191,7 +202,8 @@ def run_forever(
     try:
         with ReferenceServer(data_dir, host, port, tokens={token: "user"}, **options) as server:
             print(f"Serving chunked uploads on {server.base_url}/ (data in {server.data_dir})", flush=True)
-            print(f"Access token: {token}", flush=True)
+            kept_note = f" (kept in {server.data_dir / TOKEN_FILE}; --token sets another)" if kept else ""
+            print(f"Access token: {token}{kept_note}", flush=True)
             if server.s3 is not None:
                 where = server.s3.public_endpoint_url or server.s3.endpoint_url
                 print(f"Presigned uploads go to bucket {server.s3.bucket} at {where}", flush=True)
