@@ -163,14 +163,21 @@ def announce_wait(what: str, error: ClientError, policy: RetryPolicy) -> None:
     """Log that ``what`` failed with ``error`` and is retried after ``policy.delay``."""
     remaining = policy.remaining
     until = "" if remaining is None else f"; gives up after {_duration(remaining)} more without progress"
+    reason = _reason(error)
     log.warning(
         "%s: %s; retrying in %.1f s (attempt %d%s)",
         what,
-        _reason(error),
+        reason,
         policy.delay,
         len(policy.history) + 1,
         until,
-        extra={"retry_error": error, "retry_delay": policy.delay, "retry_remaining": remaining},
+        extra={
+            "retry_what": what,
+            "retry_reason": reason,
+            "retry_error": error,
+            "retry_delay": policy.delay,
+            "retry_remaining": remaining,
+        },
     )
 
 

@@ -182,7 +182,8 @@ def test_says_what_it_waits_for_while_the_server_is_down(reference_server, tmp_p
         )
     assert done.returncode == 0, done.stderr
     waits = [line for line in done.stderr.splitlines() if line.startswith("waiting: ")]
-    assert len(waits) == down["requests"]
+    # One line per request and reason every 5 s, however many attempts in between.
+    assert 1 <= len(waits) <= down["requests"]
     assert "the server answered 503; retrying in" in waits[0] and "without progress" in waits[0]
     assert f"checksum={hashlib.md5(data).hexdigest()}" in done.stdout
 

@@ -15,11 +15,13 @@ import dataclasses
 import glob
 import json
 import logging
+import math
 import os
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,8 @@ UNIT_BATCH = 1000
 #: Seconds the first request waits for a server that does not answer: a mistyped
 #: host should be one quick line, while a long upload rides out long outages.
 FIRST_CONTACT_PATIENCE = 10.0
+#: Seconds between two "waiting:" lines for the same request and reason, as the progress lines go.
+NOTICE_INTERVAL = 5.0
 
 
 class UsageError(Exception):
@@ -91,14 +95,30 @@ def check_server(client: Any, host: str) -> None:
 
 
 class RetryNotices(logging.Handler):
-    """Shows the client's retry waits ("what it is waiting for") through the progress display."""
+    """Shows the client's retry waits ("what it is waiting for") through the progress display.
 
-    def __init__(self, display: ProgressDisplay) -> None:
+    One line per request and reason every ``interval`` seconds: a file's
+    parallel chunks all wait for the same server, and a line per connection
+    and attempt would bury the bars.
+    """
+
+    def __init__(
+        self, display: ProgressDisplay, interval: float = NOTICE_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(logging.WARNING)
         self.display = display
+        self.interval = interval
+        self.clock = clock
+        self._shown: dict[tuple[str, str], float] = {}  # (request, reason) -> when last shown
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.display.note(f"waiting: {record.getMessage()}")
+        # Called under the handler's lock: one thread at a time.
+        message = record.getMessage()
+        key = (getattr(record, "retry_what", message), getattr(record, "retry_reason", message))
+        now = self.clock()
+        if now - self._shown.get(key, -math.inf) >= self.interval:
+            self._shown[key] = now
+            self.display.note(f"waiting: {message}")
 
 
 def _bind_to_collection(client: Any, collection_id: int, successful: list[dict[str, Any]]) -> list[Any]:
