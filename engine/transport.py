@@ -184,6 +184,9 @@ class Transport:
         }
         self._direct = _with_sendfile(urllib3.PoolManager(**self._pool_options))
         self._by_proxy: dict[str, urllib3.PoolManager] = {}
+        # Origins that have answered this client: their names resolved, so a lookup
+        # failing now is an outage (a headless service with no ready pods is NXDOMAIN).
+        self._answered: set[str] = set()
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to ``url`` goes through, or None (``NO_PROXY``, or none set)."""
@@ -269,8 +272,11 @@ class Transport:
                     preload_content=False,
                     decode_content=False,
                 )
+            except NewConnectionError as error:
+                raise self._cannot_connect(error, url) from error
             except HTTPError as error:
                 raise _network_error(error, url, connect, read) from error
+            self._answered.add(_origin(url))
             location = answer.headers.get("Location")
             if answer.status not in _REDIRECTS or not location:
                 return answer
@@ -314,8 +320,7 @@ class Transport:
             raise ClientConnectionError(f"the proxy for {url} failed: {error}") from error
         except NewConnectionError as error:
             # Checked first: urllib3 makes it a subclass of ConnectTimeoutError.
-            failed = UnknownHostError if _no_such_host(error) else ClientConnectionError
-            raise failed(f"cannot connect to {_origin(url)}: {_os_reason(error)}") from error
+            raise self._cannot_connect(error, url) from error
         except ConnectTimeoutError as error:
             raise ClientTimeoutError(f"connecting to {url} timed out (>{connect}s)") from error
         except ReadTimeoutError as error:
@@ -329,7 +334,18 @@ class Transport:
         except HTTPError as error:
             lost = ClientResponseIncompleteError if method in _MUTATING else ClientConnectionError
             raise lost(f"{method} {url}: connection broke: {error}") from error
+        self._answered.add(_origin(url))
         return Response(answer.status, answer.data, answer.headers)
+
+    def _cannot_connect(self, error: NewConnectionError, url: str) -> ClientConnectionError:
+        """A name that does not resolve is final (``UnknownHostError``), unless it answered this client before."""
+        origin = _origin(url)
+        reason = _os_reason(error)
+        if not _no_such_host(error):
+            return ClientConnectionError(f"cannot connect to {origin}: {reason}")
+        if origin in self._answered:
+            return ClientConnectionError(f"cannot connect to {origin}: {reason} (it resolved before: an outage?)")
+        return UnknownHostError(f"cannot connect to {origin}: {reason}")
 
     @property
     def pool_size(self) -> int:
@@ -374,9 +390,6 @@ def _network_error(error: HTTPError, url: str, connect: float | None, read: floa
     """The ``ClientError`` a GET's network failure means (a GET may always be sent again)."""
     if isinstance(error, ProxyError):
         return ClientConnectionError(f"the proxy for {url} failed: {error}")
-    if isinstance(error, NewConnectionError):
-        failed = UnknownHostError if _no_such_host(error) else ClientConnectionError
-        return failed(f"cannot connect to {_origin(url)}: {_os_reason(error)}")
     if isinstance(error, ConnectTimeoutError):
         return ClientTimeoutError(f"connecting to {_origin(url)} timed out (>{connect}s)")
     if isinstance(error, ReadTimeoutError):

@@ -1,4 +1,4 @@
-"""The network a requests user has: proxies and CA bundles from the environment, and redirects.
+"""The network a requests user has: proxies and CA bundles from the environment, redirects, DNS failing.
 
 Real servers on loopback: the reference server (plain and HTTPS), the fault
 proxy in forward mode (absolute-form requests and CONNECT tunnels, with or
@@ -9,6 +9,7 @@ redirect.
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +18,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from engine.errors import AuthenticationError, CertificateError, HTTPError, ProtocolError
+from engine.errors import (
+    AuthenticationError,
+    CertificateError,
+    HTTPError,
+    NotFoundError,
+    ProtocolError,
+    UnknownHostError,
+)
 from engine.transport import Transport
 from synapse_sdk.clients.backend import BackendClient
 from synapse_sdk.server import ReferenceServer
@@ -135,6 +143,61 @@ def test_a_missing_ca_bundle_is_a_clear_error(env, tmp_path: Path) -> None:
     env.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match=r"no CA bundle at .*missing\.pem"):
         BackendClient("https://example.test", access_token=ALICE)
+
+
+# -- names that stop resolving ------------------------------------------------
+
+
+class Resolver:
+    """``socket.getaddrinfo`` with one name of its own, ``backend.test``: loopback while up, no such host while down.
+
+    Other names go to the real resolver. No test here sends a lookup off this machine.
+    """
+
+    NAME = "backend.test"
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.up = True
+        self.failed = 0
+        self.restore_after: int | None = None  # failed lookups after which the name resolves again
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host, *args, **kwargs):
+            if host != self.NAME:
+                return real(host, *args, **kwargs)
+            if not self.up:
+                self.failed += 1
+                if self.restore_after is not None and self.failed >= self.restore_after:
+                    self.up = True
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real("127.0.0.1", *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    def url(self, server: ReferenceServer) -> str:
+        return server.base_url.replace("127.0.0.1", self.NAME)
+
+
+def test_a_name_that_never_resolved_is_final_at_once(reference_server, monkeypatch, tmp_path: Path) -> None:
+    resolver = Resolver(monkeypatch)
+    resolver.up = False
+    with pytest.raises(UnknownHostError, match=r"backend\.test.*Name or service not known"):
+        upload(resolver.url(reference_server), tmp_path)
+    assert resolver.failed == 1  # a typo in the host is one quick error, not minutes of retries
+
+
+def test_a_name_that_answered_before_and_stops_resolving_is_an_outage(reference_server, monkeypatch, tmp_path) -> None:
+    """As a headless Kubernetes service with no ready pods: NXDOMAIN for a while, mid-session."""
+    resolver = Resolver(monkeypatch)
+    path, data = make_file(tmp_path, "data.bin", 300 * KIB)
+    with BackendClient(resolver.url(reference_server), access_token=ALICE, journal=False) as client:
+        with pytest.raises(NotFoundError):
+            client._get("chunked_upload/0/")  # the server answered: the name resolved
+        resolver.up, resolver.restore_after = False, 3
+        client.reset_connection()  # the next request must look the name up again
+        result = client.create_chunked_upload(path, chunk_size=64 * KIB)
+    assert resolver.failed == 3
+    assert result["checksum"] == hashlib.md5(data).hexdigest()
 
 
 # -- redirects ----------------------------------------------------------------
