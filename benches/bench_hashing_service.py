@@ -58,4 +58,8 @@ def test_shared_service_against_threads_and_one_core(benchmark, files: list[byte
     record_note(SECTION, f"kernel {engine.md5_simd()} ({engine.md5_lanes()} lanes)")
     for name, value in median.items():
         record_note(SECTION, f"{name}: {value:.3f} CPU-s, {value / reference:.2f}x hashlib")
-    record_note(SECTION, f"lanes filled per round: {service.streams / max(service.rounds, 1):.1f}")
+    record_note(
+        SECTION,
+        f"lanes filled per round: {service.streams / max(service.rounds, 1):.1f} in {service.rounds} rounds;"
+        f" {service.alone} streams' slices hashed by their callers alone (too few in the service to combine)",
+    )

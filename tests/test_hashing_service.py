@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -47,9 +48,10 @@ def test_digest_windows_is_the_engines(twin: ModuleType) -> None:
     assert (md5, xxh3) == (hashlib.md5(b"".join(windows)).digest(), xxhash.xxh3_128(b"".join(windows)).digest())
 
 
+@pytest.mark.parametrize("combine_above", [0, None], ids=["always combined", "default"])
 @pytest.mark.parametrize("threads", [1, 3, 12, 40])
-def test_many_threads_at_once_each_get_their_own_digests(twin: ModuleType, threads: int) -> None:
-    service = HashingService(twin)
+def test_many_threads_at_once_each_get_their_own_digests(twin: ModuleType, threads: int, combine_above) -> None:
+    service = HashingService(twin, combine_above=combine_above)
     datas = [[_data((i * 7919 + j * 104729) % (2 * SLICE) + j, i * 10 + j) for j in range(3)] for i in range(threads)]
     results: dict[int, tuple[str, list[str]]] = {}
     start = threading.Barrier(threads)
@@ -79,7 +81,7 @@ def test_many_threads_at_once_each_get_their_own_digests(twin: ModuleType, threa
 def test_waiting_work_is_packed_into_the_lanes_of_one_round(twin: ModuleType) -> None:
     """While one caller combines, the others' work waits; the next round takes as much of it as the lanes hold."""
     callers = 6
-    service = HashingService(twin)
+    service = HashingService(twin, combine_above=0)
     calls: list[int] = []
     first = threading.Event()
 
@@ -111,6 +113,81 @@ def test_waiting_work_is_packed_into_the_lanes_of_one_round(twin: ModuleType) ->
         assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
 
 
+def _held_md5_many(twin: ModuleType, entered: threading.Semaphore, release: threading.Event):
+    """An ``md5_many`` that says when it is entered and returns only once ``release`` is set."""
+
+    def md5_many(states, buffers):
+        entered.release()
+        assert release.wait(30), "never released"
+        twin.md5_many(states, buffers)
+
+    return md5_many
+
+
+def test_few_streams_are_hashed_by_their_callers_at_once(twin: ModuleType) -> None:
+    """Two files' streams (4) fill few of 16 lanes: each caller hashes alone, in its own thread, both at once."""
+    service = HashingService(twin)
+    service.lanes, service.combine_above = 16, 8
+    entered, release = threading.Semaphore(0), threading.Event()
+    service.twin = SimpleNamespace(md5_many=_held_md5_many(twin, entered, release), Md5=twin.Md5)
+    states = [[twin.Md5(), twin.Md5()] for _ in range(2)]
+    datas = [_data(SLICE + 3, i) for i in range(2)]
+    callers = [threading.Thread(target=service.update, args=(states[i], datas[i])) for i in range(2)]
+    for caller in callers:
+        caller.start()
+    # Both inside md5_many at the same time: neither waits for the other's round.
+    assert entered.acquire(timeout=30) and entered.acquire(timeout=30)
+    release.set()
+    for caller in callers:
+        caller.join()
+    assert (service.rounds, service.streams, service.alone) == (0, 0, 8)  # 2 callers x 2 slices x 2 streams
+    for (running, chunk), data in zip(states, datas, strict=True):
+        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+def test_work_is_combined_once_the_callers_hold_more_than_half_the_lanes(twin: ModuleType) -> None:
+    service = HashingService(twin)
+    service.lanes, service.combine_above = 8, 4
+    entered, release = threading.Semaphore(0), threading.Event()
+    service.twin = SimpleNamespace(md5_many=_held_md5_many(twin, entered, release), Md5=twin.Md5)
+    states = [[twin.Md5(), twin.Md5()] for _ in range(3)]
+    datas = [_data(1000 + i, i) for i in range(3)]
+    callers = [threading.Thread(target=service.update, args=(states[i], datas[i])) for i in range(3)]
+    for caller in callers[:2]:
+        caller.start()
+    assert entered.acquire(timeout=30) and entered.acquire(timeout=30)  # 2 and 4 streams inside: each alone
+    callers[2].start()  # 6 streams inside: its work goes into a round, which it runs
+    assert entered.acquire(timeout=30)
+    release.set()
+    for caller in callers:
+        caller.join()
+    assert (service.rounds, service.streams, service.alone) == (1, 2, 4)
+    for (running, chunk), data in zip(states, datas, strict=True):
+        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("lanes", [1, 2], ids=["pure twin", "scalar kernel"])
+def test_without_simd_lanes_work_is_never_combined(twin: ModuleType, lanes: int) -> None:
+    scalar = SimpleNamespace(md5_lanes=lambda: lanes, md5_many=twin.md5_many, Md5=twin.Md5)
+    service = HashingService(scalar)
+    start = threading.Barrier(12)
+    states = [[twin.Md5(), twin.Md5()] for _ in range(12)]
+    datas = [_data(SLICE // 4 + i, i) for i in range(12)]
+
+    def upload(i: int) -> None:
+        start.wait()
+        service.update(states[i], datas[i])
+
+    callers = [threading.Thread(target=upload, args=(i,)) for i in range(12)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert (service.rounds, service.alone) == (0, 24)
+    for (running, chunk), data in zip(states, datas, strict=True):
+        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+
+
 SHRINKS_UNDER_ONE_CALLER = """
 import hashlib, os, sys, threading
 from engine import _native as native
@@ -119,7 +196,7 @@ from engine.hashing_service import HashingService
 from engine.source import MappedFile
 
 folder, MIB = sys.argv[1], 1 << 20
-service = HashingService(native)
+service = HashingService(native, combine_above=0)
 paths = [os.path.join(folder, f"{i}.bin") for i in range(8)]
 for path in paths:
     with open(path, "wb") as f:
@@ -166,8 +243,9 @@ def test_states_of_another_engine_are_refused(twin: ModuleType) -> None:
         HashingService(twin).update([hashlib.md5()], b"data")  # type: ignore[list-item]
 
 
-def test_an_error_in_a_round_reaches_its_callers_and_the_service_goes_on(twin: ModuleType) -> None:
-    service = HashingService(twin)
+@pytest.mark.parametrize("combine_above", [0, None], ids=["in a round", "alone"])
+def test_an_error_in_a_round_reaches_its_callers_and_the_service_goes_on(twin: ModuleType, combine_above) -> None:
+    service = HashingService(twin, combine_above=combine_above)
     failures = iter([MemoryError("no room for the lanes")])
 
     def md5_many(states, buffers):
@@ -182,3 +260,40 @@ def test_an_error_in_a_round_reaches_its_callers_and_the_service_goes_on(twin: M
     running = twin.Md5()
     service.update([running], b"abc")
     assert running.hexdigest() == hashlib.md5(b"abc").hexdigest()
+
+
+def test_a_caller_hashing_alone_joins_the_rounds_when_others_arrive(twin: ModuleType) -> None:
+    """The choice is made slice by slice: a long window started alone goes on in rounds once the lanes would fill."""
+    service = HashingService(twin)
+    service.lanes, service.combine_above = 8, 2
+    widths: list[int] = []
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.001)
+
+    def md5_many(states, buffers):
+        widths.append(len(states))
+        if len(widths) == 1:
+            until(lambda: service._streams_inside == 4)  # the first's first slice, alone, until the second is in
+        elif len(widths) == 2:
+            until(lambda: len(service._waiting) == 1)  # the second's first round, until the first's rest waits
+        twin.md5_many(states, buffers)
+
+    service.twin = SimpleNamespace(md5_many=md5_many, Md5=twin.Md5)
+    datas = [_data(3 * SLICE, 0), _data(2 * SLICE, 1)]
+    states = [[twin.Md5(), twin.Md5()] for _ in range(2)]
+    first = threading.Thread(target=service.update, args=(states[0], datas[0]))
+    second = threading.Thread(target=service.update, args=(states[1], datas[1]))
+    first.start()
+    until(lambda: widths)
+    second.start()
+    for caller in (first, second):
+        caller.join()
+    # The first's slice 1 alone; the second's slice 1 in a round; then both in one round; then the first's last.
+    assert widths == [2, 2, 4, 2]
+    assert (service.alone, service.rounds, service.streams) == (2, 3, 8)
+    for (running, chunk), data in zip(states, datas, strict=True):
+        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()

@@ -249,8 +249,10 @@ class LocalExecutor:
 
     The files in flight share one ``HashingService``: their MD5s (each
     file's and each chunk's) run side by side in the SIMD lanes of one core
-    instead of one stream per core. ``LocalExecutor(shared_hashing=False)``
-    hashes each file on its own, as ``create_chunked_upload`` does.
+    instead of one stream per core, once they are enough to fill more than
+    half the lanes (fewer hash each in its own thread).
+    ``LocalExecutor(shared_hashing=False)`` hashes each file on its own, as
+    ``create_chunked_upload`` does.
     """
 
     def __init__(
