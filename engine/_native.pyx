@@ -235,7 +235,7 @@ def md5_simd() -> str:
 
 
 def md5_lanes() -> int:
-    """How many streams md5_many runs at once: 16 (AVX-512), 8 (AVX2) or 2 (scalar)."""
+    """How many streams md5_many runs at once: 16 (AVX-512, or AVX2 as two groups of 8) or 2 (scalar)."""
     return md5_mb_width(_simd_level)
 
 

@@ -30,7 +30,7 @@ from engine.source import MappedFile
 pytestmark = pytest.mark.unit
 
 LEVELS = ("avx512", "avx2", "scalar")
-LANES = {"avx512": 16, "avx2": 8, "scalar": 2}
+LANES = {"avx512": 16, "avx2": 16, "scalar": 2}
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
 
