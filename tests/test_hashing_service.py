@@ -78,6 +78,27 @@ def test_many_threads_at_once_each_get_their_own_digests(twin: ModuleType, threa
         )
 
 
+def _held_service(twin: ModuleType, lanes: int, combine_above: int):
+    """A service whose ``md5_many`` releases ``entered`` when called and returns only once ``release`` is set."""
+    service = HashingService(twin)
+    service.lanes, service.combine_above = lanes, combine_above
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def md5_many(states, buffers):
+        entered.release()
+        assert release.wait(30), "never released"
+        twin.md5_many(states, buffers)
+
+    service.twin = SimpleNamespace(md5_many=md5_many, Md5=twin.Md5)
+    return service, entered, release
+
+
+def _each_got_its_digests(states, datas) -> None:
+    """Each caller's file MD5 and chunk MD5 are hashlib's of its data."""
+    for (running, chunk), data in zip(states, datas, strict=True):
+        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+
+
 def test_waiting_work_is_packed_into_the_lanes_of_one_round(twin: ModuleType) -> None:
     """While one caller combines, the others' work waits; the next round takes as much of it as the lanes hold."""
     callers = 6
@@ -109,27 +130,12 @@ def test_waiting_work_is_packed_into_the_lanes_of_one_round(twin: ModuleType) ->
     # The first round held the leader's two streams; the next packed four callers (8 lanes), then the last.
     assert calls == [2, 8, 2]
     assert (service.rounds, service.streams) == (3, 12)
-    for (running, chunk), data in zip(states, datas, strict=True):
-        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
-
-
-def _held_md5_many(twin: ModuleType, entered: threading.Semaphore, release: threading.Event):
-    """An ``md5_many`` that says when it is entered and returns only once ``release`` is set."""
-
-    def md5_many(states, buffers):
-        entered.release()
-        assert release.wait(30), "never released"
-        twin.md5_many(states, buffers)
-
-    return md5_many
+    _each_got_its_digests(states, datas)
 
 
 def test_few_streams_are_hashed_by_their_callers_at_once(twin: ModuleType) -> None:
     """Two files' streams (4) fill few of 16 lanes: each caller hashes alone, in its own thread, both at once."""
-    service = HashingService(twin)
-    service.lanes, service.combine_above = 16, 8
-    entered, release = threading.Semaphore(0), threading.Event()
-    service.twin = SimpleNamespace(md5_many=_held_md5_many(twin, entered, release), Md5=twin.Md5)
+    service, entered, release = _held_service(twin, lanes=16, combine_above=8)
     states = [[twin.Md5(), twin.Md5()] for _ in range(2)]
     datas = [_data(SLICE + 3, i) for i in range(2)]
     callers = [threading.Thread(target=service.update, args=(states[i], datas[i])) for i in range(2)]
@@ -141,15 +147,11 @@ def test_few_streams_are_hashed_by_their_callers_at_once(twin: ModuleType) -> No
     for caller in callers:
         caller.join()
     assert (service.rounds, service.streams, service.alone) == (0, 0, 8)  # 2 callers x 2 slices x 2 streams
-    for (running, chunk), data in zip(states, datas, strict=True):
-        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+    _each_got_its_digests(states, datas)
 
 
 def test_work_is_combined_once_the_callers_hold_more_than_half_the_lanes(twin: ModuleType) -> None:
-    service = HashingService(twin)
-    service.lanes, service.combine_above = 8, 4
-    entered, release = threading.Semaphore(0), threading.Event()
-    service.twin = SimpleNamespace(md5_many=_held_md5_many(twin, entered, release), Md5=twin.Md5)
+    service, entered, release = _held_service(twin, lanes=8, combine_above=4)
     states = [[twin.Md5(), twin.Md5()] for _ in range(3)]
     datas = [_data(1000 + i, i) for i in range(3)]
     callers = [threading.Thread(target=service.update, args=(states[i], datas[i])) for i in range(3)]
@@ -162,8 +164,7 @@ def test_work_is_combined_once_the_callers_hold_more_than_half_the_lanes(twin: M
     for caller in callers:
         caller.join()
     assert (service.rounds, service.streams, service.alone) == (1, 2, 4)
-    for (running, chunk), data in zip(states, datas, strict=True):
-        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+    _each_got_its_digests(states, datas)
 
 
 @pytest.mark.parametrize("lanes", [1, 2], ids=["pure twin", "scalar kernel"])
@@ -184,8 +185,7 @@ def test_without_simd_lanes_work_is_never_combined(twin: ModuleType, lanes: int)
     for caller in callers:
         caller.join()
     assert (service.rounds, service.alone) == (0, 24)
-    for (running, chunk), data in zip(states, datas, strict=True):
-        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+    _each_got_its_digests(states, datas)
 
 
 SHRINKS_UNDER_ONE_CALLER = """
@@ -295,5 +295,4 @@ def test_a_caller_hashing_alone_joins_the_rounds_when_others_arrive(twin: Module
     # The first's slice 1 alone; the second's slice 1 in a round; then both in one round; then the first's last.
     assert widths == [2, 2, 4, 2]
     assert (service.alone, service.rounds, service.streams) == (2, 3, 8)
-    for (running, chunk), data in zip(states, datas, strict=True):
-        assert running.hexdigest() == chunk.hexdigest() == hashlib.md5(data).hexdigest()
+    _each_got_its_digests(states, datas)
