@@ -2,11 +2,11 @@
 
 One file's MD5 is sequential, but the MD5s of the files a batch has in flight
 are independent streams, and ``md5_many`` runs up to 16 of them at once
-(AVX-512, or AVX2 in two groups of 8). Each upload's hashing thread hands the service its
-work — a window of bytes and the MD5 states that must absorb it (the running
-file MD5, and the chunk's own for ``Content-MD5``) — and blocks until it is
-done. The service packs whatever work is waiting into one ``md5_many`` call
-per slice, with the GIL released.
+(AVX-512, or AVX2 in two groups of 8). Each upload's hashing thread hands
+the service its work — a window of bytes and the MD5 states that must absorb
+it (the running file MD5, and the chunk's own for ``Content-MD5``) — and
+blocks until it is done. The service packs whatever work is waiting into one
+``md5_many`` call per slice, with the GIL released.
 
 There is no service thread: the first waiting caller combines (it runs the
 rounds for everyone, its own work included) until its own work is done, then

@@ -127,7 +127,7 @@ class ReferenceServer:
             limiter = None if self.rate_limit is None else RateLimiter(*self.rate_limit, clock=self.clock)
             # Kept in the data directory: a media URL handed out before a restart stays good.
             media_key = kept_secret(self.data_dir, MEDIA_KEY_FILE, lambda: secrets.token_hex(32))
-            signer = MediaSigner(bytes.fromhex(media_key), ttl=self.media_ttl)
+            signer = MediaSigner(media_key.encode(), ttl=self.media_ttl)
             app = UploadApp(
                 store,
                 self.tokens,
