@@ -95,6 +95,18 @@ static int md5_mb_width(int level) {
  * is a broadcast load, folded into the add with AVX-512. */
 #define MD5_MB_K const uint32_t *K = md5_k; __asm__("" : "+r"(K))
 
+/* The kernels keep word j of every lane's state in one vector: they read the
+ * states as rows (row j holds word j of lanes 0 .. width - 1) and write them back. */
+static inline void md5_mb_states_to_rows(uint32_t *const *h, int width, uint32_t *rows) {
+    for (int i = 0; i < width; i++)
+        for (int j = 0; j < 4; j++) rows[j * width + i] = h[i][j];
+}
+
+static inline void md5_mb_rows_to_states(const uint32_t *rows, int width, uint32_t *const *h) {
+    for (int i = 0; i < width; i++)
+        for (int j = 0; j < 4; j++) h[i][j] = rows[j * width + i];
+}
+
 /* ---- AVX2: 8 lanes ------------------------------------------------------ */
 
 #define MD5_MB_AVX2_FN __attribute__((target("avx2")))
@@ -137,8 +149,7 @@ MD5_MB_AVX2_FN static inline void md5_mb_words8(const unsigned char *const *p, s
 
 MD5_MB_AVX2_FN static void md5_mb_x8(uint32_t *const *h, const unsigned char *const *p, size_t n) {
     uint32_t lanes[4][8];
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) lanes[j][i] = h[i][j];
+    md5_mb_states_to_rows(h, 8, lanes[0]);
     __m256i a = _mm256_loadu_si256((const __m256i *)lanes[0]), b = _mm256_loadu_si256((const __m256i *)lanes[1]);
     __m256i c = _mm256_loadu_si256((const __m256i *)lanes[2]), d = _mm256_loadu_si256((const __m256i *)lanes[3]);
     const __m256i ones = _mm256_set1_epi32(-1);
@@ -165,8 +176,7 @@ MD5_MB_AVX2_FN static void md5_mb_x8(uint32_t *const *h, const unsigned char *co
     }
     _mm256_storeu_si256((__m256i *)lanes[0], a); _mm256_storeu_si256((__m256i *)lanes[1], b);
     _mm256_storeu_si256((__m256i *)lanes[2], c); _mm256_storeu_si256((__m256i *)lanes[3], d);
-    for (int i = 0; i < 8; i++)
-        for (int j = 0; j < 4; j++) h[i][j] = lanes[j][i];
+    md5_mb_rows_to_states(lanes[0], 8, h);
 }
 
 /* ---- AVX2: 16 lanes, two groups of 8 interleaved ----------------------- */
@@ -193,8 +203,7 @@ MD5_MB_AVX2_FN static void md5_mb_x8(uint32_t *const *h, const unsigned char *co
 
 MD5_MB_AVX2_FN static void md5_mb_x8x2(uint32_t *const *h, const unsigned char *const *p, size_t n) {
     uint32_t lanes[4][16];
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 4; j++) lanes[j][i] = h[i][j];
+    md5_mb_states_to_rows(h, 16, lanes[0]);
     __m256i a = _mm256_loadu_si256((const __m256i *)lanes[0]), b = _mm256_loadu_si256((const __m256i *)lanes[1]);
     __m256i c = _mm256_loadu_si256((const __m256i *)lanes[2]), d = _mm256_loadu_si256((const __m256i *)lanes[3]);
     __m256i a2 = _mm256_loadu_si256((const __m256i *)(lanes[0] + 8));
@@ -232,8 +241,7 @@ MD5_MB_AVX2_FN static void md5_mb_x8x2(uint32_t *const *h, const unsigned char *
     _mm256_storeu_si256((__m256i *)lanes[2], c); _mm256_storeu_si256((__m256i *)lanes[3], d);
     _mm256_storeu_si256((__m256i *)(lanes[0] + 8), a2); _mm256_storeu_si256((__m256i *)(lanes[1] + 8), b2);
     _mm256_storeu_si256((__m256i *)(lanes[2] + 8), c2); _mm256_storeu_si256((__m256i *)(lanes[3] + 8), d2);
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 4; j++) h[i][j] = lanes[j][i];
+    md5_mb_rows_to_states(lanes[0], 16, h);
 }
 
 /* ---- AVX-512F: 16 lanes ------------------------------------------------- */
@@ -285,8 +293,7 @@ MD5_MB_AVX512_FN static inline void md5_mb_columns16(const __m512i *u, int j, __
 
 MD5_MB_AVX512_FN static void md5_mb_x16(uint32_t *const *h, const unsigned char *const *p, size_t n) {
     uint32_t lanes[4][16];
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 4; j++) lanes[j][i] = h[i][j];
+    md5_mb_states_to_rows(h, 16, lanes[0]);
     __m512i a = _mm512_loadu_si512(lanes[0]), b = _mm512_loadu_si512(lanes[1]);
     __m512i c = _mm512_loadu_si512(lanes[2]), d = _mm512_loadu_si512(lanes[3]);
     __m512i words[2][16], *M = words[0], *next = words[1], u[16];
@@ -321,8 +328,7 @@ MD5_MB_AVX512_FN static void md5_mb_x16(uint32_t *const *h, const unsigned char 
     }
     _mm512_storeu_si512(lanes[0], a); _mm512_storeu_si512(lanes[1], b);
     _mm512_storeu_si512(lanes[2], c); _mm512_storeu_si512(lanes[3], d);
-    for (int i = 0; i < 16; i++)
-        for (int j = 0; j < 4; j++) h[i][j] = lanes[j][i];
+    md5_mb_rows_to_states(lanes[0], 16, h);
 }
 
 #endif /* MD5_MB_X86 */
