@@ -190,9 +190,10 @@ def run_forever(
     working across a restart. ``options`` are ``ReferenceServer``'s keyword
     arguments (limits, TLS files).
     """
-    kept = not token
+    kept_note = ""
     if not token:
         token = kept_secret(data_dir, TOKEN_FILE, lambda: secrets.token_urlsafe(24))
+        kept_note = f" (kept in {Path(data_dir).resolve() / TOKEN_FILE}; --token sets another)"
     stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -202,7 +203,6 @@ def run_forever(
     try:
         with ReferenceServer(data_dir, host, port, tokens={token: "user"}, **options) as server:
             print(f"Serving chunked uploads on {server.base_url}/ (data in {server.data_dir})", flush=True)
-            kept_note = f" (kept in {server.data_dir / TOKEN_FILE}; --token sets another)" if kept else ""
             print(f"Access token: {token}{kept_note}", flush=True)
             if server.s3 is not None:
                 where = server.s3.public_endpoint_url or server.s3.endpoint_url
